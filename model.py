@@ -1,0 +1,449 @@
+"""
+The tinygpt model: one from-scratch GPT whose parts can be swapped one at a time.
+
+Everything a forward pass does is written out here: token and position embeddings, causal
+self-attention (by hand, or through PyTorch's fused kernel), the feed-forward network, the norms,
+the residual stream, the language-model head, the KV cache and sampling.
+
+Architectural switches (fields of GPTConfig), each changeable on its own:
+    norm  "layernorm" | "rmsnorm"         LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019)
+    mlp   "relu" | "gelu" | "swiglu"      4x FFN with ReLU/GELU, or SwiGLU (Shazeer 2020)
+    pos   "learned" | "rope"              learned absolute positions (GPT-2) or rotary (Su et al. 2021)
+    bias  True | False                    biases in linear layers and norms
+Two named presets put them together: "vanilla" is GPT-2 style (Radford et al. 2019), "modern" is
+LLaMA/Qwen style (Touvron et al. 2023). The attention math is Vaswani et al. 2017.
+
+References: nanoGPT model.py (Karpathy), nanochat gpt.py and engine.py (Karpathy), HF transformers'
+modeling_llama.py and modeling_gpt2.py for the naming that export.py maps to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("relu", "gelu", "swiglu")
+POSITIONS = ("learned", "rope")
+ATTENTIONS = ("fused", "manual")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65  # number of token ids (65 characters in Tiny Shakespeare)
+    block_size: int = 256  # longest context the model is trained on, in tokens
+    n_layer: int = 6  # number of transformer blocks
+    n_head: int = 6  # attention heads per block
+    n_embd: int = 384  # width of the residual stream
+    dropout: float = 0.2  # dropout on embeddings, attention weights and residual branches (training only)
+    bias: bool = True  # biases in linear layers and norms
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    mlp: str = "relu"  # "relu" | "gelu" | "swiglu"
+    pos: str = "learned"  # "learned" | "rope"
+    rope_theta: float = 10000.0  # RoPE base: wavelengths run from 2*pi to about 2*pi*rope_theta
+    tie_embeddings: bool = True  # the output head reuses the token embedding matrix
+    mlp_hidden: int | None = None  # FFN hidden width; None: 4*n_embd, or about 8/3*n_embd for SwiGLU
+    norm_eps: float = 1e-5  # added inside the norm's square root to avoid dividing by zero
+    attention: str = "fused"  # "fused" (scaled_dot_product_attention) | "manual" (written out)
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
+                                     ("pos", self.pos, POSITIONS), ("attention", self.attention, ATTENTIONS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"RoPE needs an even head size, but n_embd/n_head = {self.n_embd // self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def ffn_hidden(self) -> int:
+        """Hidden width of the FFN. SwiGLU has three matrices instead of two, so its default width
+        is 2/3 of 4*n_embd (rounded to a multiple of 32) to keep the parameter count matched."""
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            return max(32, round(8 * self.n_embd / 3 / 32) * 32)
+        return 4 * self.n_embd
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> GPTConfig:
+        """Build a config from a named preset, with any field overridden by keyword."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict] = {
+    # GPT-2 era: LayerNorm, ReLU FFN (4x), learned positions, biases. 10.77M parameters.
+    "vanilla": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=True,
+                    norm="layernorm", mlp="relu", pos="learned"),
+    # LLaMA/Qwen style: RMSNorm, SwiGLU (384 -> 1024 -> 384), RoPE, no biases. 10.65M parameters.
+    "modern": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False,
+                   norm="rmsnorm", mlp="swiglu", pos="rope"),
+    # CPU-sized modern model that learns recognisable Shakespeare in a few minutes on a laptop.
+    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.0, bias=False,
+                  norm="rmsnorm", mlp="swiglu", pos="rope"),
+}
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm: y = x / sqrt(mean(x^2) + eps) * weight. LayerNorm without the mean subtraction or bias:
+    cheaper, and as good in practice. Computed in float32 for stability, as LLaMA does."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x32.type_as(x) * self.weight.type_as(x)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """The norm chosen by config.norm."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles pos * theta^(-2i/head_dim), each (length, head_dim/2), float32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)  # (length, head_dim/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of channels of x (B, nh, T, hs) by its position's angle.
+
+    Pairing convention: channel i is paired with channel i + hs/2 (the "rotate half" layout used by
+    LLaMA in Hugging Face transformers), so exported weights need no permutation. cos, sin: (T, hs/2).
+    """
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, so each new token costs one step.
+
+    Storage for block_size positions is allocated on the first update (with the dtype and device of
+    the keys, so it follows autocast). `pos` is how many positions are filled; GPT.forward reads it to
+    place new tokens and advances it after the last layer.
+    """
+
+    def __init__(self, n_layer: int, max_len: int):
+        self.n_layer = n_layer
+        self.max_len = max_len
+        self.pos = 0
+        self.k: torch.Tensor | None = None  # (n_layer, B, nh, max_len, hs)
+        self.v: torch.Tensor | None = None
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys/values (B, nh, T, hs); return all of them so far (B, nh, pos+T, hs)."""
+        if self.k is None:
+            shape = (self.n_layer, *k.shape[:2], self.max_len, k.size(3))
+            self.k = torch.empty(shape, dtype=k.dtype, device=k.device)
+            self.v = torch.empty(shape, dtype=v.dtype, device=v.device)
+        end = self.pos + k.size(2)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def reset(self) -> None:
+        """Forget every stored position (the storage is kept for reuse)."""
+        self.pos = 0
+
+
+def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor:
+    """Boolean (n_query, n_key) mask, True where attention is allowed.
+
+    The queries are the last n_query of n_key positions, so query i may see keys 0 .. n_key-n_query+i.
+    (SDPA's is_causal=True aligns the triangle top-left, which is only right when n_query == n_key.)
+    """
+    offset = n_key - n_query
+    return torch.ones(n_query, n_key, dtype=torch.bool, device=device).tril(diagonal=offset)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention: softmax(q k^T / sqrt(hs) + mask) v, all heads batched."""
+
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.fused = config.attention == "fused"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                kv_cache: KVCache | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if rope is not None:
+            q, k = apply_rotary_emb(q, *rope), apply_rotary_emb(k, *rope)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer, k, v)  # (B, nh, Tk, hs), Tk = cached + T
+        Tk = k.size(2)
+        dropout = self.dropout if self.training else 0.0
+        if self.fused:
+            if T == Tk:  # no cached prefix: the plain causal triangle
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            elif T == 1:  # one new token may see every cached key
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+            else:  # several new tokens after a cached prefix
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, Tk, x.device),
+                                                   dropout_p=dropout)
+        else:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, Tk)
+            scores = scores.masked_fill(~causal_mask(T, Tk, x.device), float("-inf"))
+            weights = self.attn_dropout(F.softmax(scores.float(), dim=-1).type_as(q))
+            y = weights @ v  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """The classic feed-forward network: Linear -> ReLU or GELU -> Linear, hidden width 4*n_embd."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.ffn_hidden, bias=config.bias)
+        self.act = nn.ReLU() if config.mlp == "relu" else nn.GELU()
+        self.c_proj = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward: y = W_proj (silu(W_gate x) * (W_up x)). A learned gate on the hidden units."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.w_gate = nn.Linear(config.n_embd, config.ffn_hidden, bias=config.bias)
+        self.w_up = nn.Linear(config.n_embd, config.ffn_hidden, bias=config.bias)
+        self.c_proj = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.silu(self.w_gate(x)) * self.w_up(x)))
+
+
+class Block(nn.Module):
+    """One transformer block, pre-norm: x + attn(norm(x)), then x + ffn(norm(x))."""
+
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = make_norm(config)
+        if config.mlp == "swiglu":
+            self.mlp = SwiGLU(config)
+        else:
+            self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, rope, kv_cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model; its parts are chosen by a GPTConfig."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
+            ln_f=make_norm(config),
+        ))
+        if config.pos == "learned":
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        else:  # RoPE tables: derived from the config, so not saved in checkpoints
+            cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2 initialisation: N(0, 0.02) weights, zero biases, unit norms. Each residual projection
+        (c_proj) is scaled down by 1/sqrt(2*n_layer) so the residual stream's variance does not grow
+        with depth (two residual additions per block)."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = residual_std if name.endswith("c_proj") else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+                nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        """Number of parameters; a tied embedding/head matrix counts once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def new_kv_cache(self) -> KVCache:
+        """An empty KV cache for this model, holding up to block_size positions."""
+        return KVCache(self.config.n_layer, self.config.block_size)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) for token ids idx (B, T), and the mean cross-entropy if targets are given.
+
+        With a kv_cache, idx holds only the new tokens: they sit at positions kv_cache.pos onwards,
+        attend to every cached position, and are added to the cache.
+        """
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"{start + T} positions exceed the model's block_size of {self.config.block_size}")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos == "learned":
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])  # (T, hs/2) each
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope, kv_cache)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
+                        generator: torch.Generator | None = None
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (next_token (B, 1), logits (B, vocab)) for each new token after the prompt idx (B, T).
+
+        The model never sees more than block_size tokens. When the context is full, the oldest quarter
+        is dropped: the model then reads the newest 3/4 * block_size tokens (with the cache: they are
+        prefilled into a fresh cache) and grows the window again one token at a time. With and without
+        the cache the model sees exactly the same context at every step, so the logits agree.
+        """
+        block_size = self.config.block_size
+        keep = max(1, block_size - block_size // 4)
+        seq = idx
+        start = max(0, seq.size(1) - block_size)  # first token of the context window
+        cache = self.new_kv_cache() if use_kv_cache else None
+        fed = 0  # with the cache: how many tokens of the window are already in it
+        for _ in range(max_new_tokens):
+            if seq.size(1) - start > block_size:  # window full: slide it
+                start = seq.size(1) - keep
+                fed = 0
+            if cache is not None:
+                if fed == 0:
+                    cache.reset()
+                logits, _ = self(seq[:, start + fed:], kv_cache=cache)
+                fed = seq.size(1) - start
+            else:
+                logits, _ = self(seq[:, start:])
+            logits = logits[:, -1, :].float()
+            next_token = sample_next(logits, temperature, top_k, top_p, generator)
+            seq = torch.cat((seq, next_token), dim=1)
+            yield next_token, logits
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """The prompt idx (B, T) followed by max_new_tokens sampled tokens, (B, T + max_new_tokens)."""
+        new = [token for token, _ in self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p,
+                                                           use_kv_cache, generator)]
+        return torch.cat([idx, *new], dim=1)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> GPT:
+        """Rebuild a model from a checkpoint file alone (its config and weights), in eval mode."""
+        checkpoint = load_checkpoint(path, device)
+        model = cls(GPTConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["model"])
+        return model.to(device).eval()
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick the next token (B, 1) from logits (B, vocab).
+
+    temperature 0 is greedy (argmax). Otherwise the logits are divided by the temperature, then
+    top_k keeps exactly the k most likely tokens (ties at the boundary go to the lower token id),
+    top_p keeps the smallest set of most likely tokens whose probability reaches top_p, and one token
+    is drawn from what is left.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order[:, :top_k], True)
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
+        drop_sorted = before >= top_p  # the set already reached top_p without this token
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Read a tinygpt checkpoint safely (weights_only); clear errors for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first (python train.py) or pass --ckpt PATH")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}); "
+                         "it may be truncated or corrupt: retrain or use another file") from error
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
+        raise ValueError(f"{path} is not a tinygpt checkpoint (no model weights and config inside)")
+    return checkpoint

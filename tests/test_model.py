@@ -1,0 +1,215 @@
+"""What the model must guarantee: causality, a KV cache that changes nothing but speed, attention
+written by hand that equals the fused kernel, RoPE that encodes relative distance, the stated sizes,
+checkpoints that rebuild the model, and the ability to learn."""
+
+import itertools
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from model import GPT, MLPS, NORMS, POSITIONS, GPTConfig, apply_rotary_emb, rope_tables
+
+ALL_SWITCHES = list(itertools.product(NORMS, MLPS, POSITIONS))
+
+
+def tiny_model(norm="layernorm", mlp="relu", pos="learned", seed=0, **overrides) -> GPT:
+    """A 2-layer model small enough to check exactly on the CPU in milliseconds."""
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0,
+                    bias=True, norm=norm, mlp=mlp, pos=pos)
+    settings.update(overrides)
+    model = GPT(GPTConfig(**settings)).eval()
+    # Random norm weights and biases, so a bug that only shows when they are not 1 and 0 is caught.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+@pytest.mark.parametrize("norm,mlp,pos", ALL_SWITCHES)
+def test_changing_future_tokens_never_changes_past_logits(norm, mlp, pos):
+    model = tiny_model(norm, mlp, pos)
+    idx = torch.randint(0, 23, (2, 16))
+    t = 9
+    changed = idx.clone()
+    changed[:, t + 1:] = torch.randint(0, 23, (2, 16 - t - 1))
+    logits, _ = model(idx)
+    logits_changed, _ = model(changed)
+    assert torch.equal(logits[:, :t + 1], logits_changed[:, :t + 1])
+    assert not torch.allclose(logits[:, t + 1:], logits_changed[:, t + 1:])
+
+
+@pytest.mark.parametrize("norm,mlp,pos", ALL_SWITCHES)
+def test_kv_cache_one_token_decoding_matches_full_forward(norm, mlp, pos):
+    model = tiny_model(norm, mlp, pos)
+    idx = torch.randint(0, 23, (2, 16))
+    full, _ = model(idx)
+    cache = model.new_kv_cache()
+    model(idx[:, :4], kv_cache=cache)  # prefill the prompt
+    for t in range(4, 16):
+        step, _ = model(idx[:, t:t + 1], kv_cache=cache)
+        assert (step[:, 0] - full[:, t]).abs().max() <= 1e-5, f"position {t}"
+    assert cache.pos == 16
+
+
+@pytest.mark.parametrize("norm,mlp,pos", ALL_SWITCHES)
+def test_kv_cache_multi_token_prefill_at_offset_matches_full_forward(norm, mlp, pos):
+    model = tiny_model(norm, mlp, pos)
+    idx = torch.randint(0, 23, (3, 16))
+    full, _ = model(idx)
+    cache = model.new_kv_cache()
+    pieces = []
+    for start, end in ((0, 5), (5, 12), (12, 16)):  # chunks of several tokens after a cached prefix
+        logits, _ = model(idx[:, start:end], kv_cache=cache)
+        pieces.append(logits)
+    assert (torch.cat(pieces, dim=1) - full).abs().max() <= 1e-5
+
+
+def windows_past_block_size(prompt_len: int, new_tokens: int, block_size: int) -> list[tuple[int, int]]:
+    """The (start, end) context window the model reads before each new token, per generate_tokens'
+    documented rule: at most block_size tokens; when full, keep the newest 3/4 and grow again."""
+    keep = block_size - block_size // 4
+    start, windows = max(0, prompt_len - block_size), []
+    for length in range(prompt_len, prompt_len + new_tokens):
+        if length - start > block_size:
+            start = length - keep
+        windows.append((start, length))
+    return windows
+
+
+@pytest.mark.parametrize("norm,mlp,pos", ALL_SWITCHES)
+def test_kv_cache_generation_past_block_size_matches_full_forward(norm, mlp, pos):
+    model = tiny_model(norm, mlp, pos)
+    prompt = torch.randint(0, 23, (2, 5))
+    steps = list(model.generate_tokens(prompt, 40, temperature=0, use_kv_cache=True))  # 40 > block_size 16
+    seq = torch.cat([prompt] + [token for token, _ in steps], dim=1)
+    for (start, end), (_, cached_logits) in zip(windows_past_block_size(5, 40, 16), steps, strict=True):
+        assert end - start <= 16
+        full, _ = model(seq[:, start:end])  # a full forward pass over exactly that window
+        assert (cached_logits - full[:, -1]).abs().max() <= 1e-5, f"window {start}:{end}"
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+@pytest.mark.parametrize("prompt_len", [1, 7, 30])  # short, medium, longer than block_size 16
+def test_greedy_generation_is_identical_with_and_without_cache(pos, prompt_len):
+    model = tiny_model("rmsnorm", "swiglu", pos)
+    prompt = torch.randint(0, 23, (1, prompt_len))
+    with_cache = model.generate(prompt, 50, temperature=0, use_kv_cache=True)
+    without_cache = model.generate(prompt, 50, temperature=0, use_kv_cache=False)
+    assert torch.equal(with_cache, without_cache)
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_hand_written_attention_equals_fused_attention(pos):
+    fused = tiny_model(pos=pos, attention="fused")
+    manual = tiny_model(pos=pos, attention="manual")
+    manual.load_state_dict(fused.state_dict())
+    idx = torch.randint(0, 23, (2, 16))
+    assert (fused(idx)[0] - manual(idx)[0]).abs().max() <= 1e-5
+    # and through the cache, where the offset-aware mask is used
+    caches = fused.new_kv_cache(), manual.new_kv_cache()
+    for start, end in ((0, 6), (6, 11), (11, 12)):
+        out_fused, _ = fused(idx[:, start:end], kv_cache=caches[0])
+        out_manual, _ = manual(idx[:, start:end], kv_cache=caches[1])
+        assert (out_fused - out_manual).abs().max() <= 1e-5
+
+
+def test_rope_score_depends_only_on_distance():
+    head_dim = 16
+    cos, sin = rope_tables(head_dim, 64, theta=10000.0)
+    q, k = torch.randn(head_dim), torch.randn(head_dim)
+
+    def score(m: int, n: int) -> torch.Tensor:
+        rotated_q = apply_rotary_emb(q.view(1, 1, 1, -1), cos[m:m + 1], sin[m:m + 1])
+        rotated_k = apply_rotary_emb(k.view(1, 1, 1, -1), cos[n:n + 1], sin[n:n + 1])
+        return (rotated_q * rotated_k).sum()
+
+    for distance in (0, 1, 5, 17):
+        scores = torch.stack([score(n + distance, n) for n in (0, 3, 20, 40)])
+        assert torch.allclose(scores, scores[0].expand_as(scores), atol=1e-5)
+    assert not torch.allclose(score(5, 0), score(6, 0))  # and distance does matter
+    # rotation preserves length
+    rotated = apply_rotary_emb(q.view(1, 1, 1, -1), cos[7:8], sin[7:8])
+    assert torch.allclose(rotated.norm(), q.norm())
+
+
+def expected_params(d: int, layers: int, vocab: int, block: int, ffn: int, swiglu: bool, bias: bool,
+                    learned_pos: bool) -> int:
+    """Parameter count worked out from the architecture on paper (tied head counts once)."""
+    attention = 4 * d * d + (4 * d if bias else 0)  # q, k, v and output projections
+    if swiglu:
+        ffn_params = 3 * d * ffn + ((2 * ffn + d) if bias else 0)
+    else:
+        ffn_params = 2 * d * ffn + ((ffn + d) if bias else 0)
+    norm = 2 * d if bias else d  # LayerNorm has weight and bias; RMSNorm only a weight
+    per_block = attention + ffn_params + 2 * norm
+    return layers * per_block + norm + vocab * d + (block * d if learned_pos else 0)
+
+
+def test_preset_parameter_counts():
+    vanilla = GPT(GPTConfig.from_preset("vanilla")).num_params()
+    modern = GPT(GPTConfig.from_preset("modern")).num_params()
+    assert vanilla == expected_params(384, 6, 65, 256, 1536, swiglu=False, bias=True, learned_pos=True)
+    assert modern == expected_params(384, 6, 65, 256, 1024, swiglu=True, bias=False, learned_pos=False)
+    assert round(vanilla / 1e6, 1) == 10.8
+    assert round(modern / 1e6, 1) == 10.6
+
+
+def test_swiglu_default_width_matches_relu_ffn_size():
+    config = GPTConfig.from_preset("modern")
+    assert config.ffn_hidden == 1024  # 384 -> 1024 -> 384
+    assert 3 * 384 * 1024 == 2 * 384 * 4 * 384  # three matrices of 1024 = two of 1536
+
+
+def test_checkpoint_round_trip_keeps_weights_tied(tmp_path):
+    model = tiny_model("rmsnorm", "swiglu", "rope", bias=False)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, path)
+    loaded = GPT.from_checkpoint(path)
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert loaded.num_params() == model.num_params()
+    idx = torch.randint(0, 23, (1, 10))
+    assert torch.equal(loaded(idx)[0], model(idx)[0])
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        GPT.from_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        GPT.from_checkpoint(corrupt)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        GPTConfig(norm="batchnorm")
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=100, n_head=6)
+    with pytest.raises(ValueError, match="unknown preset"):
+        GPTConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="unknown config field"):
+        GPTConfig.from_preset("modern", n_layers=3)
+
+
+def test_forward_beyond_block_size_is_refused():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="exceed the model's block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize("preset_parts", [("layernorm", "relu", "learned"), ("rmsnorm", "swiglu", "rope")])
+def test_tiny_model_can_memorise_one_batch(preset_parts):
+    model = tiny_model(*preset_parts).train()
+    torch.manual_seed(1)
+    idx = torch.randint(0, 23, (4, 16))
+    targets = torch.randint(0, 23, (4, 16))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(500):
+        _, loss = model(idx, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05  # from ln(23) = 3.1 at the start
