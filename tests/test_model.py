@@ -207,9 +207,9 @@ def test_tiny_model_can_memorise_one_batch(preset_parts):
     idx = torch.randint(0, 23, (4, 16))
     targets = torch.randint(0, 23, (4, 16))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    for _ in range(500):
+    for _ in range(300):
         _, loss = model(idx, targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert loss.item() < 0.05  # from ln(23) = 3.1 at the start
+    assert loss.item() < 0.1  # from ln(23) = 3.1 at the start
