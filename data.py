@@ -1,0 +1,171 @@
+"""
+The training text: where to find it, how to read it safely, how it is split, encoded and batched.
+
+The default corpus is Tiny Shakespeare. It is looked for, in order, at the path given (--data), at
+$TINYGPT_DATA, and at data/tinyshakespeare.txt beside this file; if none exists it is downloaded from
+its canonical address and its sha256 is checked. Offline with no copy, the error says where to put it.
+
+The split is the standard one so numbers compare with published results: the first 90% of the
+characters train, the last 10% validate. Each part is encoded once and cached as a uint16 array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_CORPUS = DATA_DIR / "tinyshakespeare.txt"
+DATA_ENV_VAR = "TINYGPT_DATA"
+VAL_FRACTION = 0.1
+
+
+class DataError(Exception):
+    """A problem with the training text that the user can fix; the message says how."""
+
+
+def find_corpus(path: str | None = None) -> Path:
+    """The corpus to train on: the given path, $TINYGPT_DATA, the local copy, or a fresh download."""
+    if path:
+        return Path(path)
+    if os.environ.get(DATA_ENV_VAR):
+        return Path(os.environ[DATA_ENV_VAR])
+    if not DEFAULT_CORPUS.exists():
+        download_tiny_shakespeare(DEFAULT_CORPUS)
+    return DEFAULT_CORPUS
+
+
+def download_tiny_shakespeare(destination: Path) -> None:
+    """Download Tiny Shakespeare, check its sha256, and write it to destination atomically."""
+    print(f"downloading Tiny Shakespeare from {TINY_SHAKESPEARE_URL}", flush=True)
+    try:
+        with urllib.request.urlopen(TINY_SHAKESPEARE_URL, timeout=30) as response:
+            content = response.read()
+    except OSError as error:
+        raise DataError(f"could not download Tiny Shakespeare ({error}); put a copy at {destination}, "
+                        f"set {DATA_ENV_VAR}=PATH, or pass --data PATH") from error
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != TINY_SHAKESPEARE_SHA256:
+        raise DataError(f"the downloaded Tiny Shakespeare has sha256 {digest}, expected {TINY_SHAKESPEARE_SHA256}; "
+                        f"nothing was saved: download it by hand to {destination}")
+    write_atomically(destination, content)
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write bytes to path through a temp file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(content)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def read_text(path: Path, min_chars: int = 1) -> str:
+    """The file's text, with a clear DataError if it is missing, not UTF-8, or shorter than min_chars."""
+    if not path.is_file():
+        raise DataError(f"no text file at {path}: check the path given to --data")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {error.start}); "
+                        "convert it, e.g. iconv -t utf-8") from error
+    if not text:
+        raise DataError(f"{path} is empty: give a text file with something to learn from")
+    if len(text) < min_chars:
+        raise DataError(f"{path} has {len(text)} characters, too short for this run: it needs at least "
+                        f"{min_chars} (enough for a training and a validation window); use a longer text "
+                        "or a smaller --block-size")
+    return text
+
+
+def split_text(text: str) -> tuple[str, str]:
+    """The standard split: the first 90% of the characters train, the last 10% validate."""
+    cut = int(len(text) * (1 - VAL_FRACTION))
+    return text[:cut], text[cut:]
+
+
+def encode_cached(text: str, tokenizer, cache_dir: Path = DATA_DIR / "cache") -> np.ndarray:
+    """text encoded by the tokenizer as uint16, computed once and then read from a cache file.
+
+    The cache file is named by a hash of the text and the tokenizer, so a changed corpus or
+    vocabulary never reads a stale file.
+    """
+    if tokenizer.vocab_size > 2**16:
+        raise ValueError(f"vocabulary of {tokenizer.vocab_size} does not fit the uint16 token cache")
+    key = hashlib.sha256(text.encode("utf-8"))
+    key.update(json.dumps(tokenizer.state_dict(), sort_keys=True).encode("utf-8"))
+    cache_file = cache_dir / f"{key.hexdigest()[:24]}.npy"
+    if cache_file.exists():
+        return np.load(cache_file)
+    tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
+    try:
+        with tempfile.NamedTemporaryFile(dir=_mkdir(cache_dir), suffix=".npy", delete=False) as tmp:
+            np.save(tmp, tokens)
+        os.replace(tmp.name, cache_file)
+    except OSError:  # a read-only checkout still trains, it just encodes every time
+        pass
+    return tokens
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def get_batch(tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of windows: inputs x (B, T) and targets y (B, T), y shifted one token left.
+
+    tokens is the whole split as a CPU int64 tensor; offsets are drawn with the given generator so a
+    run is reproducible. On CUDA the batch is copied from pinned memory without blocking.
+    """
+    offsets = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    windows = torch.stack([tokens[i:i + block_size + 1] for i in offsets.tolist()])  # (B, T+1)
+    x, y = windows[:, :-1], windows[:, 1:]
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def eval_windows(n_tokens: int, block_size: int, max_windows: int | None = None) -> list[int]:
+    """Start offsets of the fixed windows on which validation loss is measured.
+
+    Consecutive non-overlapping windows cover every token of the split but the first; the last one
+    is moved back to end at the split's end (its already-covered targets are masked out by
+    eval_batches). With max_windows, an evenly spaced subset: the same windows every time.
+    """
+    if n_tokens < block_size + 1:
+        raise ValueError(f"{n_tokens} tokens cannot fill one window of {block_size} + 1")
+    starts = list(range(0, n_tokens - block_size, block_size))
+    if starts[-1] + block_size + 1 < n_tokens:
+        starts.append(n_tokens - block_size - 1)
+    if max_windows is not None and max_windows < len(starts):
+        picks = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
+        starts = [starts[i] for i in picks]
+    return starts
+
+
+def eval_batches(tokens: torch.Tensor, starts: list[int], block_size: int, batch_size: int,
+                 device: torch.device):
+    """Yield (x, y) batches over the fixed windows; targets already scored by an earlier window are -1."""
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first:first + batch_size]
+        x = torch.stack([tokens[s:s + block_size] for s in chunk])
+        y = torch.stack([tokens[s + 1:s + block_size + 1] for s in chunk]).clone()
+        for row, start in enumerate(chunk):
+            covered_until = starts[first + row - 1] + block_size if first + row > 0 else 0
+            overlap = covered_until - start  # targets at positions < covered_until were scored already
+            if overlap > 0:
+                y[row, :overlap] = -1
+        yield x.to(device), y.to(device)

@@ -1,0 +1,97 @@
+"""
+Where tinygpt runs and in what precision: the one device helper every script uses.
+
+Device: CUDA if present, else Apple's MPS, else the CPU; an explicit choice wins.
+Precision (what autocast computes matrix products in), chosen per device by measurement:
+    cuda  bfloat16 where the GPU supports it (Ampere and newer), else float16 with a gradient scaler
+    mps   float32 (bf16 autocast on MPS is not measured safe and fast here, so the safe choice stays)
+    cpu   bfloat16 where the processor has native bf16 matrix units (Intel AMX, AVX-512 BF16), which
+          run bf16 matrix products several times faster than float32; otherwise float32, because
+          without them bf16 is emulated and much slower
+Weights and optimizer state always stay in float32; only the forward/backward math is lowered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+
+import torch
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 matrices natively (AMX tiles or AVX-512 BF16)."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The device to run on: the requested one (checked to exist), or the best one available."""
+    if requested not in DEVICES:
+        raise ValueError(f"unknown device {requested!r}; choose one of {', '.join(DEVICES)}")
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device auto")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was asked for, but MPS is not available here; use --device auto")
+    return torch.device(requested)
+
+
+def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
+    """The autocast precision for this device (see the module docstring), or the requested one."""
+    if requested not in DTYPES:
+        raise ValueError(f"unknown dtype {requested!r}; choose one of {', '.join(DTYPES)}")
+    if requested != "auto":
+        if device.type == "cpu" and DTYPES[requested] == torch.float16:
+            raise ValueError("float16 autocast is for GPUs; on the CPU use bfloat16 or float32")
+        return DTYPES[requested]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """A context in which matrix products run in `dtype` (a no-op for float32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def describe_device(device: torch.device) -> str:
+    """A human-readable name for the device, for banners and results files."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    bf16 = "native bf16" if cpu_has_fast_bf16() else "no native bf16"
+    return f"CPU ({cpu_name()}, {torch.get_num_threads()} threads, {bf16})"
+
+
+def cpu_name() -> str:
+    """The processor's model name where the OS tells it (Linux), else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer measures work done rather than work queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
