@@ -13,6 +13,7 @@ Three tokenizers share one small interface (`Tokenizer` below):
 Loss per token is not comparable across tokenizers; `bits_per_char` is.
 """
 
+import functools
 import heapq
 import math
 import re
@@ -118,7 +119,6 @@ class BPETokenizer:
             self.vocab.append(self.vocab[a] + self.vocab[b])
         self.vocab_size = len(self.vocab)
         self._chunk_cache: dict[str, list[int]] = {}  # text repeats its words, so encode each once
-        self._tiktoken_encoding = None  # built on first use, see _encode_with_tiktoken
 
     @classmethod
     def train(cls, text: str, vocab_size: int, pattern: str = SPLIT_PATTERN) -> "BPETokenizer":
@@ -182,8 +182,8 @@ class BPETokenizer:
 
     def encode(self, text: str, drop_unknown: bool = False) -> list[int]:
         """Return the token ids of `text` (`drop_unknown` is ignored: nothing is unknown)."""
-        if _PLAIN_ASCII.fullmatch(text) and self._load_tiktoken_encoding():
-            return self._encode_with_tiktoken(text)
+        if self._tiktoken_encoding is not None and _PLAIN_ASCII.fullmatch(text):
+            return self._tiktoken_encoding.encode_ordinary(text)  # the same ids, computed in Rust
         return self._encode_with_python(text)
 
     def _encode_chunk(self, chunk: str) -> list[int]:
@@ -205,32 +205,25 @@ class BPETokenizer:
             ids.extend(self._chunk_cache[chunk])
         return ids
 
-    def _load_tiktoken_encoding(self) -> bool:
-        """Build a tiktoken Encoding from the learned merges, if tiktoken is installed; say if it is."""
-        if self._tiktoken_encoding is None:
-            try:
-                import tiktoken
-            except ImportError:
-                self._tiktoken_encoding = False
-                return False
-            # tiktoken ranks tokens by their bytes; BPE can in principle learn the same bytes twice
-            # from different pairs, and then the two encoders could disagree, so keep to Python.
-            if len(set(self.vocab)) < len(self.vocab):
-                self._tiktoken_encoding = False
-                return False
-            # tiktoken merges, at each step, the adjacent pair whose joined bytes have the lowest
-            # rank; with rank = id this is the same rule as _encode_chunk, run in Rust.
-            self._tiktoken_encoding = tiktoken.Encoding(
-                name=f"tinygpt-bpe-{self.vocab_size}",
-                pat_str=self.pattern,
-                mergeable_ranks={token: rank for rank, token in enumerate(self.vocab)},
-                special_tokens={},
-            )
-        return self._tiktoken_encoding is not False
-
-    def _encode_with_tiktoken(self, text: str) -> list[int]:
-        """Encode `text` with the tiktoken Encoding built from our merges (fast for large text)."""
-        return self._tiktoken_encoding.encode_ordinary(text)
+    @functools.cached_property
+    def _tiktoken_encoding(self):
+        """A tiktoken Encoding of the learned merges (built on first use), or None without tiktoken."""
+        try:
+            import tiktoken
+        except ImportError:
+            return None
+        # tiktoken ranks tokens by their bytes; BPE can in principle learn the same bytes twice from
+        # different pairs, and then the two encoders could disagree.
+        if len(set(self.vocab)) < len(self.vocab):
+            return None
+        # tiktoken merges, at each step, the adjacent pair whose joined bytes have the lowest rank; with
+        # rank = id that is the earliest-learned merge, as in _encode_chunk (a test checks they agree).
+        return tiktoken.Encoding(
+            name=f"tinygpt-bpe-{self.vocab_size}",
+            pat_str=self.pattern,
+            mergeable_ranks={token: rank for rank, token in enumerate(self.vocab)},
+            special_tokens={},
+        )
 
     def decode(self, ids: list[int]) -> str:
         """Join the bytes of `ids` and decode them as UTF-8 (invalid sequences become U+FFFD)."""
