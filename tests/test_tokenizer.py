@@ -6,13 +6,13 @@ import random
 import sys
 from collections import Counter
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from data import split_text
 from tokenizer import (
     BPETokenizer,
     CharTokenizer,
@@ -21,13 +21,6 @@ from tokenizer import (
     build_tokenizer,
     tokenizer_from_state,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-# The corpus is never committed: it is read from data/, or from a shared/ folder beside the checkout.
-CORPUS_PATHS = [
-    ROOT / "data" / "tinyshakespeare" / "input.txt",
-    ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt",
-]
 
 # Code point ranges for random text: ASCII, control characters, accented Latin, combining marks,
 # Greek and Cyrillic, CJK, Hangul, emoji, and anything at all (surrogates excepted, see below).
@@ -52,14 +45,9 @@ def random_unicode_strings(count: int, seed: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shakespeare() -> tuple[str, str]:
+def shakespeare(corpus_text) -> tuple[str, str]:
     """The standard Tiny Shakespeare split: first 90% train, last 10% val."""
-    for path in CORPUS_PATHS:
-        if path.exists():
-            text = path.read_text(encoding="utf-8")
-            n = int(0.9 * len(text))
-            return text[:n], text[n:]
-    pytest.skip("Tiny Shakespeare not found at data/tinyshakespeare/input.txt")
+    return split_text(corpus_text)
 
 
 @pytest.fixture(scope="module")
