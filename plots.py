@@ -1,0 +1,50 @@
+"""
+Plots of training runs, written as PNG files. matplotlib is optional: import this module only where
+a plot is wanted, and catch the ImportError to skip it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no window: works on servers, in CI and in notebooks alike
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training_curves(records: list[dict], path: Path) -> None:
+    """Train and val loss against step for one run (records as in metrics.jsonl)."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    train = [(r["step"], r["train_loss"]) for r in records if r.get("train_loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    if train:
+        axes.plot(*zip(*train, strict=True), label="train (mean over interval)")
+    if val:
+        axes.plot(*zip(*val, strict=True), label="val", marker="o", markersize=3)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats per token)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]], path: Path,
+                    title: str) -> None:
+    """Val loss against step for several variants: label -> (steps, mean, spread), spread shaded."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for label, (steps, mean, spread) in curves.items():
+        line, = axes.plot(steps, mean, label=label, marker="o", markersize=3)
+        low = [m - s for m, s in zip(mean, spread, strict=True)]
+        high = [m + s for m, s in zip(mean, spread, strict=True)]
+        axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    axes.set_title(title)
+    axes.set_xlabel("step")
+    axes.set_ylabel("val loss (nats per token)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
