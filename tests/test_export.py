@@ -1,0 +1,210 @@
+"""What export.py must guarantee: the Hugging Face model it writes computes our logits (to float32
+rounding), for random and for trained weights, through transformers' own loader and both of its
+attention paths; and it refuses, with a one-line error, what it cannot export exactly or must not
+overwrite."""
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("safetensors")
+transformers = pytest.importorskip("transformers")
+
+import export  # noqa: E402  (after the skips: export needs safetensors)
+from model import GPT, GPTConfig  # noqa: E402
+from tokenizer import CharTokenizer  # noqa: E402
+
+SMALL = dict(n_layer=2, n_embd=64, n_head=4, block_size=32)  # the presets' layouts, shrunk for speed
+TOLERANCE = 1e-4  # largest allowed |our logit - HF logit|; float32 rounding is far below it
+EXPECTED_CLASS = {"modern": "LlamaForCausalLM", "vanilla": "GPT2LMHeadModel"}
+
+
+def perturbed_model(preset: str, seed: int = 0, **overrides) -> GPT:
+    """A preset model in eval mode with its norm weights and biases moved away from 1 and 0, so a
+    mapping that swaps or drops them cannot pass by luck."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig.from_preset(preset, **overrides)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+def checkpoint_of(model: GPT, **extra) -> dict:
+    """The two entries every checkpoint has (train.py adds more)."""
+    return {"model": model.state_dict(), "config": asdict(model.config), **extra}
+
+
+def load_hf(out_dir: Path, attn_implementation: str = "eager"):
+    """The exported folder through transformers' loader, in float32 and eval mode; every tensor must be used."""
+    hf_model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        out_dir, dtype=torch.float32, attn_implementation=attn_implementation, output_loading_info=True)
+    assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
+    return hf_model.eval()
+
+
+@torch.no_grad()
+def max_logit_diff(model: GPT, hf_model, batch_size: int = 3, length: int | None = None) -> float:
+    """Largest |difference| between our logits and HF's on random tokens (length: block_size unless given)."""
+    config = model.config
+    idx = torch.randint(0, config.vocab_size, (batch_size, length or config.block_size),
+                        generator=torch.Generator().manual_seed(0))
+    ours, _ = model(idx)
+    return (ours - hf_model(idx).logits).abs().max().item()
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("modern", {}),
+    ("modern", {"tie_embeddings": False}),
+    ("modern", {"bias": True}),  # Llama has optional biases on every linear layer
+    ("vanilla", {}),
+    ("vanilla", {"mlp": "gelu"}),  # must map to HF's exact erf "gelu", not GPT-2's tanh "gelu_new"
+    ("vanilla", {"tie_embeddings": False}),
+])
+def test_exported_model_matches_ours_with_random_weights(tmp_path, preset, overrides):
+    model = perturbed_model(preset, **SMALL, **overrides)
+    architecture = export.export_to_hf(checkpoint_of(model), tmp_path / "hf")
+    assert architecture == EXPECTED_CLASS[preset]
+    for attn_implementation in ("eager", "sdpa"):
+        hf_model = load_hf(tmp_path / "hf", attn_implementation)
+        assert type(hf_model).__name__ == architecture
+        assert max_logit_diff(model, hf_model) <= TOLERANCE, attn_implementation
+
+
+@pytest.mark.parametrize("preset", ["modern", "vanilla"])
+def test_exported_model_matches_ours_at_full_preset_size(tmp_path, preset):
+    model = perturbed_model(preset)  # ~10.7M parameters; 64 positions keep the CPU time short
+    export.export_to_hf(checkpoint_of(model), tmp_path / "hf")
+    assert max_logit_diff(model, load_hf(tmp_path / "hf"), batch_size=1, length=64) <= TOLERANCE
+
+
+@pytest.fixture(scope="module", params=["modern", "vanilla"])
+def trained_model(request, corpus_text) -> tuple[GPT, float, float, CharTokenizer]:
+    """A small preset model after 80 AdamW steps on Tiny Shakespeare: weights far from their init."""
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer.from_text(corpus_text)
+    tokens = torch.tensor(tokenizer.encode(corpus_text[:200_000]))  # plenty for 80 steps
+    model = GPT(GPTConfig.from_preset(request.param, **SMALL, vocab_size=tokenizer.vocab_size, dropout=0.0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    block_size, generator = model.config.block_size, torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(80):
+        starts = torch.randint(len(tokens) - block_size, (16,), generator=generator).tolist()
+        x = torch.stack([tokens[i:i + block_size] for i in starts])  # (B, T)
+        y = torch.stack([tokens[i + 1:i + 1 + block_size] for i in starts])  # (B, T), shifted one token
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return model.eval(), losses[0], losses[-1], tokenizer
+
+
+def test_exported_model_matches_ours_after_training(tmp_path, trained_model):
+    model, first_loss, last_loss, tokenizer = trained_model
+    assert last_loss < first_loss - 1.0, "the model should have learned something"
+    export.export_to_hf(checkpoint_of(model, tokenizer=tokenizer.state_dict()), tmp_path / "hf")
+    for attn_implementation in ("eager", "sdpa"):
+        assert max_logit_diff(model, load_hf(tmp_path / "hf", attn_implementation)) <= TOLERANCE
+
+
+def test_greedy_generation_matches_ours_and_decodes_with_the_saved_tokenizer(tmp_path, trained_model):
+    model, _, _, tokenizer = trained_model
+    export.export_to_hf(checkpoint_of(model, tokenizer=tokenizer.state_dict()), tmp_path / "hf")
+    hf_model = load_hf(tmp_path / "hf")
+    # No special token ids: HF's defaults would be real characters here, and generate() would stop on them.
+    assert hf_model.config.eos_token_id is None and hf_model.generation_config.eos_token_id is None
+    prompt = torch.tensor([tokenizer.encode("ROMEO:\n")])
+    ours = model.generate(prompt, max_new_tokens=20, temperature=0)
+    theirs = hf_model.generate(prompt, max_new_tokens=20, do_sample=False)
+    assert torch.equal(ours, theirs)
+    chars = json.loads((tmp_path / "hf" / export.TOKENIZER_FILE).read_text())["chars"]
+    assert "".join(chars[i] for i in theirs[0].tolist()) == tokenizer.decode(ours[0].tolist())
+
+
+def test_combinations_without_an_exact_hf_equivalent_are_refused(tmp_path):
+    for overrides in ({"pos": "rope"}, {"norm": "rmsnorm"}, {"bias": False}, {"mlp": "swiglu"}):
+        model = GPT(GPTConfig.from_preset("vanilla", **SMALL, **overrides))
+        with pytest.raises(ValueError, match="no exact Hugging Face equivalent"):
+            export.export_to_hf(checkpoint_of(model), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """export.py's command line in this process: (exit status, stdout, stderr)."""
+    try:
+        export.main(list(args))
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_refuses_a_non_empty_out_dir_unless_forced(tmp_path, capsys):
+    ckpt, out = tmp_path / "ckpt.pt", tmp_path / "hf"
+    torch.save(checkpoint_of(perturbed_model("vanilla", **SMALL)), ckpt)
+    assert run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out))[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+    torch.save(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
+    status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out))
+    assert status == 2 and err.startswith("error: ") and "--force" in err and err.count("\n") == 1
+    assert json.loads((out / "config.json").read_text())["model_type"] == "gpt2"  # left as it was
+
+    assert run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out), "--force")[0] == 0
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_force_never_deletes_files_an_export_did_not_write(tmp_path, capsys):
+    ckpt, out = tmp_path / "ckpt.pt", tmp_path / "notes"
+    torch.save(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
+    out.mkdir()
+    (out / "todo.txt").write_text("keep me")
+    status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out), "--force")
+    assert status == 2 and "todo.txt" in err
+    assert (out / "todo.txt").read_text() == "keep me"
+
+
+def test_a_failed_export_leaves_the_previous_one_untouched(tmp_path, monkeypatch):
+    out = tmp_path / "hf"
+    export.export_to_hf(checkpoint_of(perturbed_model("vanilla", **SMALL)), out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_to_hf(checkpoint_of(perturbed_model("modern", **SMALL)), out, force=True)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
+
+
+def test_cli_errors_are_one_line_without_a_traceback(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    unsupported = tmp_path / "rope_gpt2.pt"
+    torch.save(checkpoint_of(GPT(GPTConfig.from_preset("vanilla", **SMALL, pos="rope"))), unsupported)
+    for ckpt, message in ((tmp_path / "missing.pt", "no checkpoint at"), (corrupt, "not a readable checkpoint"),
+                          (unsupported, "no exact Hugging Face equivalent")):
+        status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(tmp_path / "hf"))
+        assert status == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "hf").exists()
+
+
+def test_missing_safetensors_names_the_package_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # makes the import fail
+    with pytest.raises(ImportError, match="pip install safetensors"):
+        export.export_to_hf(checkpoint_of(perturbed_model("modern", **SMALL)), tmp_path / "hf")
+
+
+def test_help_points_to_llama_cpp(capsys):
+    status, out, _ = run_cli(capsys, "--help")
+    assert status == 0 and "convert_hf_to_gguf.py" in out
