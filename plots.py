@@ -32,8 +32,9 @@ def plot_training_curves(records: list[dict], path: Path) -> None:
 
 
 def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]], path: Path,
-                    title: str) -> None:
-    """Val loss against step for several variants: label -> (steps, mean, spread), spread shaded."""
+                    title: str, ylabel: str = "val loss (nats per token)") -> None:
+    """A val metric against step for several variants: label -> (steps, mean, spread), mean +- spread
+    shaded. The default metric is loss; pass ylabel for another (bits per character, say)."""
     figure, axes = plt.subplots(figsize=(7, 4))
     for label, (steps, mean, spread) in curves.items():
         line, = axes.plot(steps, mean, label=label, marker="o", markersize=3)
@@ -42,7 +43,7 @@ def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]
         axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
     axes.set_title(title)
     axes.set_xlabel("step")
-    axes.set_ylabel("val loss (nats per token)")
+    axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

@@ -1,0 +1,203 @@
+"""
+Build docs/results.md and docs/plots/<experiment>.png from every results file in experiments/results/.
+
+    python -m experiments.report
+    python -m experiments.report --results-dir DIR --docs-dir DIR
+
+Every experiment calls this when it finishes, so the page always shows all the results there are.
+Every number on it is read from a JSON file that an experiment wrote: the page is never edited by hand.
+Plots need matplotlib (optional); without it they are skipped and the tables are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python experiments/report.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
+
+ORDER = ("norm", "mlp", "pos", "modern", "kvcache", "tokenizers", "speed")  # others follow, by name
+
+
+def spread_text(stat: dict | None, spec: str = ".4f") -> str:
+    """"mean ± std" over seeds, or just the value for a single seed."""
+    if stat is None:
+        return "—"
+    mean = format(stat["mean"], spec)
+    return mean if stat["n"] == 1 else f"{mean} ± {format(stat['std'], spec)}"
+
+
+def optional(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def setting_text(result: dict, seeds: list[int]) -> str:
+    """The model, schedule and seeds of an experiment, from its first trained run's checkpoint."""
+    run = next(variant for variant in result["variants"] if "skipped" not in variant)["runs"][0]
+    config, schedule = run["config"], run["schedule"]
+    size = ("CPU-sized default; `--full` trains the 10M presets with the GPU recipe" if result.get("setting") == "cpu"
+            else "the 10M presets with train.py's GPU recipe" if result.get("setting") == "full"
+            else f"preset {result.get('preset')} with train.py's defaults for the device")
+    windows = schedule["eval_windows"] or "all"
+    accumulation = f" × {schedule['grad_accum']} micro-batches" if schedule["grad_accum"] > 1 else ""
+    spread = "; ± is the sample standard deviation over seeds" if len(seeds) > 1 else ""
+    return (f"Model ({size}): depth {config['n_layer']}, width {config['n_embd']}, {config['n_head']} heads, "
+            f"context {config['block_size']} tokens, dropout {config['dropout']}. Training: {run['final_step']} "
+            f"steps of {schedule['batch_size']} × {config['block_size']} tokens{accumulation}, lr {schedule['lr']} "
+            f"→ {schedule['min_lr']} (warmup {schedule['warmup_iters']}, cosine), AdamW β2 {schedule['beta2']}, "
+            f"weight decay {schedule['weight_decay']}, compile {'on' if schedule['compile'] else 'off'}; val loss "
+            f"on {windows} fixed val windows every {schedule['eval_interval']} steps. Seeds: "
+            f"{', '.join(map(str, seeds))}{spread}. Train time is train.py's elapsed_s at the last evaluation "
+            "(evaluations included); tokens/s is the median over eval intervals.")
+
+
+def provenance_text(result: dict) -> str:
+    p = result["provenance"]
+    dirty = " with uncommitted changes" if p["git_dirty"] else ""
+    return (f"Device: {p['device']}; torch {p['torch']}; commit {p['git_commit'][:10]}{dirty}; {p['date']}. "
+            f"Made by `{p['command']}`; each run's own train.py command is in the JSON file.")
+
+
+def plot(name: str, curves: dict, docs_dir: Path, title: str, ylabel: str) -> list[str]:
+    """Write docs/plots/<name>.png (mean over seeds, ± std shaded); the markdown that shows it, or []."""
+    try:
+        from plots import plot_val_curves
+    except ImportError:
+        print(f"({name}.png skipped: pip install matplotlib to get it)")
+        return []
+    path = docs_dir / "plots" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_val_curves(curves, path, title, ylabel)
+    return ["", f"![{title}](plots/{name}.png)"]
+
+
+def curves_of(variants: list[dict], metric: str) -> dict:
+    return {variant["name"]: (variant["summary"]["steps"], variant["summary"]["curves"][metric]["mean"],
+                              variant["summary"]["curves"][metric]["std"]) for variant in variants}
+
+
+def swap_section(result: dict, docs_dir: Path) -> list[str]:
+    steps = list(result["variants"][0]["summary"]["val_loss_at"])
+    header = ["variant", "config change", "params", "FFN hidden", *[f"val loss @ {step}" for step in steps],
+              "best val loss", "train time (s)", "tokens/s"]
+    rows = []
+    for variant in result["variants"]:
+        summary = variant["summary"]
+        change = ", ".join(f"{field}: {old} → {new}" for field, (old, new) in variant["config_diff"].items())
+        rows.append([variant["name"], change or "baseline", f"{variant['params']:,}", str(variant["ffn_hidden"]),
+                     *[spread_text(summary["val_loss_at"][step]) for step in steps],
+                     spread_text(summary["best_val_loss"]), spread_text(summary["elapsed_s"], ".0f"),
+                     spread_text(summary["tokens_per_sec"], ",.0f")])
+    title = f"{result['name']}: {result['title']}"
+    return [f"## {title}", "", setting_text(result, result["seeds"]), "", *table(header, rows),
+            *plot(result["name"], curves_of(result["variants"], "val_loss"), docs_dir, title,
+                  "val loss (nats per token)"),
+            "", provenance_text(result)]
+
+
+def kvcache_section(result: dict, docs_dir: Path) -> list[str]:
+    header = ["model", "weights", "params", "new tokens", "tokens/s without cache", "tokens/s with cache",
+              "speedup", "identical tokens"]
+    rows = [[model["name"], model["weights"], f"{model['params']:,}", str(model["new_tokens"]),
+             f"{model['tokens_per_sec_without_cache']:,.0f}", f"{model['tokens_per_sec_with_cache']:,.0f}",
+             f"{model['speedup']:.1f}x",
+             "yes" if model["identical"] else f"NO (first difference at token {model['first_difference']})"]
+            for model in result["models"]]
+    text = (f"Greedy decoding (temperature 0) of one sequence from a one-token prompt, in {result['dtype']}, "
+            f"with `GPT.generate(use_kv_cache=True/False)`; tokens/s is the median of {result['repeats']} timed "
+            "generations each way, after a short warm-up. Twice the context is generated by default, so the "
+            "window slides and the cache is refilled. Identical tokens: the two token id sequences are equal.")
+    return [f"## kvcache: {result['title']}", "", text, "", *table(header, rows), "", provenance_text(result)]
+
+
+def tokenizers_section(result: dict, docs_dir: Path) -> list[str]:
+    header = ["tokenizer", "vocab", "params", "chars/token", "context (chars)", "final val bpc", "best val bpc",
+              "final val loss/token", "tokens/s", "chars/s", "train time (s)"]
+    rows = []
+    for variant in result["variants"]:
+        if "skipped" in variant:
+            rows.append([variant["name"], variant["skipped"], *["—"] * (len(header) - 2)])
+            continue
+        summary = variant["summary"]
+        rows.append([variant["name"], f"{variant['vocab_size']:,}", f"{variant['params']:,}",
+                     f"{variant['chars_per_token']:.2f}", f"{variant['context_chars']:.0f}",
+                     spread_text(summary["final_val_bpc"]), spread_text(summary["best_val_bpc"]),
+                     spread_text(summary["final_val_loss"]), spread_text(summary["tokens_per_sec"], ",.0f"),
+                     spread_text(variant["chars_per_sec"], ",.0f"), spread_text(summary["elapsed_s"], ".0f")])
+    trained = [variant for variant in result["variants"] if "skipped" not in variant]
+    text = (f"Every tokenizer trains the same `{result['preset']}` model, with the same context in tokens (so "
+            "a BPE model reads more characters of context and more text per step). Bits per character (val "
+            "loss summed over the val text / its characters / ln 2) compare tokenizers fairly; loss per token "
+            "does not. The embedding table, and so the parameter count, grows with the vocabulary.")
+    title = f"tokenizers: {result['title']}"
+    return [f"## {title}", "", text, "", setting_text(result, result["seeds"]), "", *table(header, rows),
+            *plot("tokenizers", curves_of(trained, "val_bpc"), docs_dir, title, "val bits per character"),
+            "", provenance_text(result)]
+
+
+def speed_section(result: dict, docs_dir: Path) -> list[str]:
+    variant = result["variants"][0]
+    compiled = result["compile"]
+    header = ["device", "preset", "params", "target val loss", "reached at step", "time to target (s)",
+              "compile (s, estimated)", "time to target without compile (s)", "tokens/s", "best val loss"]
+    row = [result["provenance"]["device"], result["preset"], f"{variant['params']:,}", f"{result['target_loss']}",
+           optional(result["step_at_target"], "d") if result["reached"] else "not reached",
+           optional(result["time_to_target_s"], ".1f"), optional(compiled and compiled["compile_s"], ".1f"),
+           optional(result["time_to_target_without_compile_s"], ".1f"),
+           spread_text(variant["summary"]["tokens_per_sec"], ",.0f"), spread_text(variant["summary"]["best_val_loss"])]
+    text = ("Time to target: train.py's elapsed_s at the first evaluation at or below the target (setup "
+            "excluded, evaluations included; resolution one eval interval). Compile: the first eval interval's "
+            "time minus what its steps take at the median pace of the later intervals.")
+    return [f"## speed: {result['title']}", "", text, "", setting_text(result, [variant["runs"][0]["seed"]]), "",
+            *table(header, [row]), "", provenance_text(result)]
+
+
+SECTIONS = {"swap": swap_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
+            "speed": speed_section}
+
+
+def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common.DOCS_DIR) -> Path:
+    """Write docs_dir/results.md (and the plots) from every results_dir/*.json; returns its path."""
+    results_dir, docs_dir = Path(results_dir), Path(docs_dir)
+    results = [json.loads(path.read_text()) for path in results_dir.glob("*.json")]
+    results.sort(key=lambda result: (ORDER.index(result["name"]) if result["name"] in ORDER else len(ORDER),
+                                     result["name"]))
+    source = Path(os.path.relpath(results_dir.resolve(), docs_dir.resolve())).as_posix()
+    lines = ["# Results", "",
+             f"Generated by `python -m experiments.report` from the files in [{source}]({source}), which the "
+             "experiments write (see experiments/README.md). Do not edit: run the experiment again. The JSON "
+             "files also hold every run's train.py command and metrics."]
+    if not results:
+        lines += ["", "No results yet: run an experiment."]
+    for result in results:
+        lines += ["", *SECTIONS[result["kind"]](result, docs_dir)]
+    path = docs_dir / "results.md"
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {common.display_path(path)}", flush=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Rebuild docs/results.md and docs/plots from the results files.")
+    parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR,
+                        help="where the experiments' JSON files are (default: experiments/results)")
+    parser.add_argument("--docs-dir", type=Path, default=common.DOCS_DIR,
+                        help="where results.md and plots/ go (default: docs)")
+    args = parser.parse_args(argv)
+    build_report(args.results_dir, args.docs_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""
+Swap one part of the GPT at a time and measure what it changes, then all of them together, then the
+KV cache.
+
+    python -m experiments.swaps norm           # LayerNorm -> RMSNorm
+    python -m experiments.swaps mlp            # ReLU FFN -> SwiGLU, at a matched parameter count
+    python -m experiments.swaps pos            # learned absolute positions -> RoPE
+    python -m experiments.swaps modern         # the vanilla preset against the modern one
+    python -m experiments.swaps kvcache        # generation speed with and without the KV cache
+    python -m experiments.swaps all            # all of the above
+    python -m experiments.swaps all --full     # the same with the 10M presets and the GPU recipe
+
+Each of norm, mlp and pos changes exactly one field of the vanilla config (checked on the trained
+checkpoints); data, steps, schedule, dropout and seeds stay the same. Every variant is trained by
+train.py once per seed, and the runs are shared between swaps: the vanilla baseline is trained once.
+kvcache greedily generates from the first seed's vanilla and modern checkpoints (random weights of the
+same size where a checkpoint is missing), with and without the cache, and checks the tokens agree.
+
+Writes experiments/results/<swap>.json, then regenerates docs/results.md and docs/plots/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python experiments/swaps.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from device import pick_device, synchronize  # noqa: E402
+from experiments import common, report  # noqa: E402
+from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
+from tokenizer import tokenizer_from_state  # noqa: E402
+
+VARIANTS = {  # name -> the train.py flags that choose its architecture
+    "vanilla": ["--preset", "vanilla"],
+    "rmsnorm": ["--preset", "vanilla", "--norm", "rmsnorm"],
+    "swiglu": ["--preset", "vanilla", "--mlp", "swiglu"],
+    "rope": ["--preset", "vanilla", "--pos", "rope"],
+    "modern": ["--preset", "modern"],
+}
+SWAPS = {  # name -> (title, baseline variant, swapped variant)
+    "norm": ("LayerNorm → RMSNorm", "vanilla", "rmsnorm"),
+    "mlp": ("ReLU FFN → SwiGLU at a matched parameter count", "vanilla", "swiglu"),
+    "pos": ("learned positions → RoPE", "vanilla", "rope"),
+    "modern": ("vanilla → modern (RMSNorm, SwiGLU, RoPE and no biases together)", "vanilla", "modern"),
+}
+ONE_FIELD_SWAPS = ("norm", "mlp", "pos")
+EXPERIMENTS = (*SWAPS, "kvcache")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Swap parts of the GPT one at a time and measure the effect.",
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("experiments", nargs="+", choices=(*EXPERIMENTS, "all"), metavar="EXPERIMENT",
+                        help=f"one or more of: {', '.join(EXPERIMENTS)}, all")
+    common.add_suite_args(parser, default_seeds=3)
+    parser.add_argument("--new-tokens", type=int,
+                        help="kvcache: tokens to generate (default: twice the context, so the window slides)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="kvcache: timed generations each way; the median is reported (default: 3)")
+    common.add_run_args(parser)
+    args = parser.parse_args(argv)
+    common.check_seeds(parser, args)
+    if args.repeats < 1 or (args.new_tokens is not None and args.new_tokens < 1):
+        parser.error("--repeats and --new-tokens must be at least 1")
+    return args
+
+
+def run_dir(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    return args.runs_dir / common.setting_name(args) / variant / f"seed{seed}"
+
+
+def train_variants(names: list[str], args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Train (or reuse) every seed of every named variant; returns variant -> run records by seed."""
+    jobs = [(name, seed) for name in names for seed in common.seeds(args)]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for number, (name, seed) in enumerate(jobs, 1):
+        print(f"[{number}/{len(jobs)}] {name}, seed {seed}", flush=True)
+        flags = [*VARIANTS[name], *common.setting_flags(args), "--seed", str(seed)]
+        runs[name].append(common.train_run(flags, run_dir(args, name, seed), args.rerun))
+    return runs
+
+
+def swap_result(name: str, runs: dict[str, list[dict]], args: argparse.Namespace, argv: list[str]) -> dict:
+    """The results file of one swap: both variants, their config difference, and provenance."""
+    title, baseline, swapped = SWAPS[name]
+    diff = common.config_diff(runs[baseline][0]["config"], runs[swapped][0]["config"])
+    if name in ONE_FIELD_SWAPS and len(diff) != 1:
+        raise SystemExit(f"error: the {name} swap must change exactly one config field, but changes {sorted(diff)}")
+    if runs[baseline][0]["schedule"] != runs[swapped][0]["schedule"]:
+        raise SystemExit(f"error: the {name} swap trained its two variants with different schedules")
+    return {"name": name, "kind": "swap", "title": title, "setting": common.setting_name(args),
+            "seeds": common.seeds(args), "schedule": runs[baseline][0]["schedule"],
+            "variants": [common.variant_result(baseline, runs[baseline], flags=VARIANTS[baseline], config_diff={}),
+                         common.variant_result(swapped, runs[swapped], flags=VARIANTS[swapped], config_diff=diff)],
+            "provenance": common.provenance("swaps", argv, args)}
+
+
+def print_swap(result: dict) -> None:
+    print(f"{result['name']}: {result['title']} (mean ± std over {len(result['seeds'])} seed(s))")
+    for variant in result["variants"]:
+        summary = variant["summary"]
+        print(f"  {variant['name']:8s} {variant['params']:>11,} params (FFN hidden {variant['ffn_hidden']}, "
+              f"{variant['ffn_params']:,} FFN params) | best val loss {summary['best_val_loss']['mean']:.4f} ± "
+              f"{summary['best_val_loss']['std']:.4f} | final {summary['final_val_loss']['mean']:.4f}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The KV cache: the same greedy text, faster
+
+
+def time_generation(model: GPT, prompt: torch.Tensor, new_tokens: int, use_kv_cache: bool, repeats: int,
+                    device: torch.device) -> tuple[list[int], list[float]]:
+    """Greedy generation timed `repeats` times (after one short untimed warm-up); (new token ids, seconds)."""
+    model.generate(prompt, 8, temperature=0.0, use_kv_cache=use_kv_cache)
+    seconds = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        ids = model.generate(prompt, new_tokens, temperature=0.0, use_kv_cache=use_kv_cache)
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return ids[0, prompt.size(1):].tolist(), seconds
+
+
+def measure_kv_cache(model: GPT, new_tokens: int, repeats: int, device: torch.device) -> dict:
+    """Tokens per second with and without the cache, in float32, and whether the token ids agree."""
+    prompt = torch.zeros((1, 1), dtype=torch.long, device=device)  # token 0: "\n" in the char vocabulary
+    uncached_ids, uncached_seconds = time_generation(model, prompt, new_tokens, False, repeats, device)
+    cached_ids, cached_seconds = time_generation(model, prompt, new_tokens, True, repeats, device)
+    differences = [i for i, (a, b) in enumerate(zip(uncached_ids, cached_ids, strict=True)) if a != b]
+    without = new_tokens / statistics.median(uncached_seconds)
+    with_cache = new_tokens / statistics.median(cached_seconds)
+    return {"new_tokens": new_tokens, "prompt_ids": prompt[0].tolist(),
+            "seconds_without_cache": uncached_seconds, "seconds_with_cache": cached_seconds,
+            "tokens_per_sec_without_cache": without, "tokens_per_sec_with_cache": with_cache,
+            "speedup": with_cache / without, "identical": not differences,
+            "first_difference": differences[0] if differences else None, "token_ids": cached_ids}
+
+
+def kvcache_result(args: argparse.Namespace, argv: list[str]) -> dict:
+    """Measure the KV cache on the vanilla and modern models of this setting."""
+    device = pick_device(args.device)
+    models = []
+    for name in ("vanilla", "modern"):
+        checkpoint_path = run_dir(args, name, common.FIRST_SEED) / "best.pt"
+        text_of = None
+        if checkpoint_path.exists():
+            model = GPT.from_checkpoint(checkpoint_path, device)
+            weights = common.display_path(checkpoint_path)
+            text_of = tokenizer_from_state(load_checkpoint(checkpoint_path)["tokenizer"]).decode
+        else:  # no trained model of this setting yet: the speed is the same with random weights
+            torch.manual_seed(0)
+            sizes = {} if args.full else common.CPU_MODEL
+            model = GPT(GPTConfig.from_preset(name, **sizes)).to(device).eval()
+            weights = "random"
+        new_tokens = args.new_tokens or 2 * model.config.block_size
+        print(f"kvcache: {name} ({weights} weights), {new_tokens} tokens, {args.repeats} timings each way", flush=True)
+        measured = measure_kv_cache(model, new_tokens, args.repeats, device)
+        models.append({"name": name, "weights": weights, "config": asdict(model.config),
+                       "params": model.num_params(), **measured,
+                       "text": text_of(measured["token_ids"]) if text_of else None})
+        print(f"  {measured['tokens_per_sec_without_cache']:,.0f} tokens/s without the cache, "
+              f"{measured['tokens_per_sec_with_cache']:,.0f} with it ({measured['speedup']:.1f}x); "
+              f"identical tokens: {measured['identical']}", flush=True)
+    return {"name": "kvcache", "kind": "kvcache", "setting": common.setting_name(args),
+            "title": "generation with and without the KV cache", "dtype": "float32", "temperature": 0.0,
+            "repeats": args.repeats, "models": models, "provenance": common.provenance("swaps", argv, args)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    names = list(EXPERIMENTS) if "all" in args.experiments else list(dict.fromkeys(args.experiments))
+    swaps = [name for name in names if name in SWAPS]
+    variants = list(dict.fromkeys(variant for name in swaps for variant in SWAPS[name][1:]))
+    runs = train_variants(variants, args)
+    for name in swaps:
+        result = swap_result(name, runs, args, argv)
+        common.write_result(result, args.results_dir)
+        print_swap(result)
+    identical = True
+    if "kvcache" in names:
+        result = kvcache_result(args, argv)
+        common.write_result(result, args.results_dir)
+        identical = all(model["identical"] for model in result["models"])
+    report.build_report(args.results_dir, args.docs_dir)
+    if not identical:
+        raise SystemExit("error: greedy generation with the KV cache gave different tokens than without it")
+
+
+if __name__ == "__main__":
+    main()

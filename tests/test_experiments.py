@@ -1,0 +1,169 @@
+"""The experiments' machinery, end to end at toy size: every number in a results file is the one train.py
+wrote to metrics.jsonl, every number in docs/results.md is the one in the results file, the swaps change
+what they say they change, the KV cache gives the same tokens, and the plots are written.
+
+The suites run for real (train.py in its own process per run) on a 1-layer, 32-wide model for 10 steps,
+into temporary folders, so the committed results are never touched.
+"""
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import common, speed, swaps, tokenizers
+
+TOY = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 10 --eval-interval 5 "
+       "--eval-windows 4 --warmup-iters 2")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory, corpus_path):
+    """Run the swaps (norm and kvcache), tokenizers and speed experiments once, into one results folder."""
+    root = tmp_path_factory.mktemp("experiments")
+    dirs = {"results": root / "results", "docs": root / "docs", "runs": root / "runs"}
+    shared = [f"--train-args={TOY}", "--data", str(corpus_path), "--device", "cpu", "--results-dir",
+              str(dirs["results"]), "--docs-dir", str(dirs["docs"]), "--runs-dir", str(dirs["runs"])]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # toy models gain nothing from threads, and a busy machine hurts them
+        swaps.main(["norm", "kvcache", "--seeds", "1", "--new-tokens", "12", "--repeats", "1", *shared])
+        tokenizers.main(["--vocab-sizes", "300", *shared])
+        speed.main(["--target-loss", "4.0", *shared])
+    return dirs
+
+
+def load(suite, name: str) -> dict:
+    return json.loads((suite["results"] / f"{name}.json").read_text())
+
+
+def section(suite, name: str) -> str:
+    """The part of results.md about one experiment."""
+    text = (suite["docs"] / "results.md").read_text()
+    return next(part for part in text.split("\n## ") if part.startswith(f"{name}:"))
+
+
+def table_row(text: str, first_cell: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {first_cell} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def metrics_of(run: dict) -> list[dict]:
+    return common.read_metrics(Path(common.ROOT, run["out_dir"]) / "metrics.jsonl")
+
+
+def test_results_hold_exactly_what_train_py_wrote(suite):
+    for name in ("norm", "tokenizers", "speed"):
+        for variant in load(suite, name)["variants"]:
+            for run in variant.get("runs", []):
+                records = metrics_of(run)
+                assert run["metrics"] == records
+                assert run["best_val_loss"] == min(r["val_loss"] for r in records)
+                assert run["final_val_bpc"] == records[-1]["val_bpc"]
+                assert run["elapsed_s"] == records[-1]["elapsed_s"]
+                assert run["command"].startswith("python train.py ") and f"--seed {run['seed']}" in run["command"]
+
+
+def test_swap_changes_one_field_and_its_table_shows_the_json_numbers(suite):
+    result = load(suite, "norm")
+    baseline, swapped = result["variants"]
+    assert (baseline["name"], swapped["name"]) == ("vanilla", "rmsnorm")
+    assert swapped["config_diff"] == {"norm": ["layernorm", "rmsnorm"]}
+    assert baseline["config"]["n_embd"] == 32 and result["schedule"]["max_iters"] == 10
+    text = section(suite, "norm")
+    for variant in result["variants"]:
+        summary, run = variant["summary"], variant["runs"][0]
+        assert summary["best_val_loss"]["mean"] == statistics.fmean(r["best_val_loss"] for r in variant["runs"])
+        row = table_row(text, variant["name"])
+        assert row[2] == f"{variant['params']:,}"
+        at_steps = [f"{summary['val_loss_at'][step]['mean']:.4f}" for step in summary["val_loss_at"]]
+        assert row[4:4 + len(at_steps)] == at_steps
+        assert at_steps[-1] == f"{run['metrics'][-1]['val_loss']:.4f}"
+        assert row[4 + len(at_steps)] == f"{run['best_val_loss']:.4f}"
+    for fact in ("depth 1, width 32", "10 steps", "Seeds: 1337", result["provenance"]["device"]):
+        assert fact in text
+
+
+def test_kv_cache_gives_the_same_tokens_and_is_timed_both_ways(suite):
+    result = load(suite, "kvcache")
+    assert [model["name"] for model in result["models"]] == ["vanilla", "modern"]
+    vanilla, modern = result["models"]
+    assert vanilla["weights"].endswith("vanilla/seed1337/best.pt")  # trained by the norm swap
+    assert modern["weights"] == "random"  # the modern preset was not trained here
+    for model in result["models"]:
+        assert model["identical"] and len(model["token_ids"]) == model["new_tokens"] == 12
+        assert model["tokens_per_sec_with_cache"] > 0 and model["tokens_per_sec_without_cache"] > 0
+        assert table_row(section(suite, "kvcache"), model["name"])[-1] == "yes"
+
+
+def test_tokenizers_compare_bits_per_character(suite):
+    result = load(suite, "tokenizers")
+    by_name = {variant["name"]: variant for variant in result["variants"]}
+    assert list(by_name) == ["char", "bpe-300", "gpt2"]
+    assert by_name["char"]["chars_per_token"] == 1.0 and by_name["char"]["vocab_size"] == 65
+    assert by_name["bpe-300"]["chars_per_token"] > 1.0 and by_name["bpe-300"]["vocab_size"] == 300
+    assert by_name["bpe-300"]["params"] > by_name["char"]["params"]  # a bigger embedding table
+    text = section(suite, "tokenizers")
+    for name in ("char", "bpe-300"):
+        variant = by_name[name]
+        row = table_row(text, name)
+        assert row[5] == f"{metrics_of(variant['runs'][0])[-1]['val_bpc']:.4f}"
+        assert row[6] == f"{variant['summary']['best_val_bpc']['mean']:.4f}"
+    if "skipped" in by_name["gpt2"]:
+        assert table_row(text, "gpt2")[1] == by_name["gpt2"]["skipped"]
+
+
+def test_speed_finds_the_first_evaluation_at_the_target(suite):
+    result = load(suite, "speed")
+    records = result["variants"][0]["runs"][0]["metrics"]
+    first = next(r for r in records if r["val_loss"] <= 4.0)
+    assert result["reached"] and result["step_at_target"] == first["step"]
+    assert result["time_to_target_s"] == first["elapsed_s"]
+    assert table_row(section(suite, "speed"), result["provenance"]["device"])[5] == f"{first['elapsed_s']:.1f}"
+
+
+def test_compile_estimate_is_the_first_interval_beyond_the_later_pace():
+    records = [{"step": 0, "elapsed_s": 1.0}, {"step": 10, "elapsed_s": 31.0}, {"step": 20, "elapsed_s": 41.0},
+               {"step": 25, "elapsed_s": 46.0}]
+    assert speed.compile_estimate(records)["compile_s"] == pytest.approx(20.0)  # 30s for 10 steps at 1s/step
+    assert speed.compile_estimate(records[:2]) is None
+
+
+def test_a_finished_run_is_reused_and_the_report_covers_every_results_file(suite, corpus_path, capsys):
+    before = load(suite, "norm")
+    swaps.main(["norm", "--seeds", "1", f"--train-args={TOY}", "--data", str(corpus_path), "--device", "cpu",
+                "--results-dir", str(suite["results"]), "--docs-dir", str(suite["docs"]),
+                "--runs-dir", str(suite["runs"])])
+    assert capsys.readouterr().out.count("reusing") == 2
+    assert load(suite, "norm")["variants"] == before["variants"]
+    text = (suite["docs"] / "results.md").read_text()
+    for name in ("norm", "kvcache", "tokenizers", "speed"):
+        assert f"\n## {name}:" in text
+
+
+def test_report_runs_as_a_script_and_rebuilds_the_same_page(suite):
+    docs = suite["docs"].with_name("docs-again")  # beside the first, so its link to the results is the same
+    subprocess.run([sys.executable, "experiments/report.py", "--results-dir", str(suite["results"]),
+                    "--docs-dir", str(docs)], cwd=common.ROOT, check=True, capture_output=True)
+    assert (docs / "results.md").read_text() == (suite["docs"] / "results.md").read_text()
+
+
+def test_plots_are_written_when_matplotlib_is_present(suite):
+    pytest.importorskip("matplotlib")
+    for name in ("norm", "tokenizers"):
+        path = suite["docs"] / "plots" / f"{name}.png"
+        assert path.read_bytes().startswith(b"\x89PNG")
+        assert f"](plots/{name}.png)" in section(suite, name)
+
+
+def test_plots_are_skipped_without_matplotlib(suite, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "plots", None)  # import plots now raises ImportError
+    from experiments import report
+
+    shutil.copytree(suite["results"], tmp_path / "results")
+    report.build_report(tmp_path / "results", tmp_path / "docs")
+    assert not (tmp_path / "docs" / "plots").exists()
+    assert "## norm:" in (tmp_path / "docs" / "results.md").read_text()
