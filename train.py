@@ -374,6 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {"model": raw_model.state_dict(), "config": asdict(config), "tokenizer": tokenizer.state_dict(),
                 "optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val_loss,
                 "evals_without_improvement": evals_without_improvement,
+                "elapsed_s": elapsed_before + time.time() - run_start, "train_s": train_seconds,
                 "rng": {"torch": torch.get_rng_state(), "batches": batch_generator.get_state()},
                 "args": vars(args)}
 
@@ -382,6 +383,11 @@ def main(argv: list[str] | None = None) -> dict:
     # Bits per character compare tokenizers fairly: all nats over the val text / its characters / ln 2.
     # Every val token but the first is scored, so the first token's characters are not counted.
     val_chars_scored = len(val_text) - len(tokenizer.decode(val_ids[:1].tolist()))
+    # Times: elapsed_s is wall time since the run began (across resumes), train_s the part spent in
+    # training steps, first_step_s this invocation's first step (which includes torch.compile's work).
+    elapsed_before = checkpoint["elapsed_s"] if checkpoint else 0.0
+    train_seconds = checkpoint["train_s"] if checkpoint else 0.0
+    first_step_seconds = None
     start_step, run_start = step, time.time()
     interval_start, interval_loss, interval_steps = time.time(), torch.zeros((), device=device), 0
     stopped_by = None
@@ -389,25 +395,27 @@ def main(argv: list[str] | None = None) -> dict:
         last_step = step == args.max_iters
         # Evaluate and checkpoint (at the start of every interval, and at the very end).
         if step % args.eval_interval == 0 or last_step:
+            synchronize(device)
+            interval_seconds = time.time() - interval_start  # training steps only, evaluation excluded
+            train_seconds += interval_seconds
+            tokens_per_sec = interval_steps * tokens_per_step / interval_seconds if interval_steps else 0.0
             val_loss = estimate_loss(raw_model, val_tokens, val_starts, args, device, dtype, rank, world)
             improved = val_loss < best_val_loss
             best_val_loss = min(best_val_loss, val_loss)
             evals_without_improvement = 0 if improved else evals_without_improvement + 1
-            synchronize(device)
-            elapsed = time.time() - run_start
+            elapsed = elapsed_before + time.time() - run_start
             train_loss = None
             if interval_steps:
                 if world > 1:
                     dist.all_reduce(interval_loss)
                     interval_loss /= world
                 train_loss = interval_loss.item() / interval_steps
-            tokens_per_sec = interval_steps * tokens_per_step / max(1e-9, time.time() - interval_start)
             steps_done = step - start_step
-            time_left = elapsed / steps_done * (args.max_iters - step) if steps_done else 0.0
+            time_left = (time.time() - run_start) / steps_done * (args.max_iters - step) if steps_done else 0.0
             record = {"step": step, "train_loss": train_loss, "val_loss": val_loss,
                       "val_bpc": bits_per_char(val_loss * (len(val_tokens) - 1), val_chars_scored),
                       "lr": get_lr(min(step, args.max_iters - 1), args), "tokens_per_sec": tokens_per_sec,
-                      "elapsed_s": elapsed}
+                      "elapsed_s": elapsed, "train_s": train_seconds, "first_step_s": first_step_seconds}
             progress.clear()
             train_text_loss = f"{train_loss:.4f}" if train_loss is not None else "  -   "
             log(f"step {step:5d} | train {train_text_loss} | val {val_loss:.4f} ({record['val_bpc']:.3f} bpc)"
@@ -452,6 +460,9 @@ def main(argv: list[str] | None = None) -> dict:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         interval_steps += 1
+        if first_step_seconds is None:
+            synchronize(device)
+            first_step_seconds = time.time() - interval_start
         if progress.enabled:
             elapsed = time.time() - run_start
             progress.update(step, (step - start_step) * tokens_per_step / elapsed,
