@@ -387,8 +387,9 @@ def main(argv: list[str] | None = None) -> dict:
     stopped_by = None
     while True:
         last_step = step == args.max_iters
-        # Evaluate and checkpoint (at the start of every interval, and at the very end).
-        if step % args.eval_interval == 0 or last_step:
+        # Evaluate and checkpoint (at the start of every interval, and at the very end). Not again at the
+        # step a run resumes from: if it was an evaluation step, it was evaluated and logged before saving.
+        if (step % args.eval_interval == 0 or last_step) and not (checkpoint and step == start_step):
             val_loss = estimate_loss(raw_model, val_tokens, val_starts, args, device, dtype, rank, world)
             improved = val_loss < best_val_loss
             best_val_loss = min(best_val_loss, val_loss)
