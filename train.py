@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val_loss,
                 "evals_without_improvement": evals_without_improvement,
                 "rng": {"torch": torch.get_rng_state(), "batches": batch_generator.get_state()},
+                "interval_loss": interval_loss, "interval_steps": interval_steps,  # train loss since the last eval
                 "args": vars(args)}
 
     metrics_file = open(out_dir / "metrics.jsonl", "a" if checkpoint else "w") if is_main else None
@@ -384,6 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
     val_chars_scored = len(val_text) - len(tokenizer.decode(val_ids[:1].tolist()))
     start_step, run_start = step, time.time()
     interval_start, interval_loss, interval_steps = time.time(), torch.zeros((), device=device), 0
+    if checkpoint:  # stopped between evaluations: the next logged train loss still averages the whole interval
+        interval_loss, interval_steps = checkpoint["interval_loss"].to(device), checkpoint["interval_steps"]
     stopped_by = None
     while True:
         last_step = step == args.max_iters
@@ -402,7 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
                     dist.all_reduce(interval_loss)
                     interval_loss /= world
                 train_loss = interval_loss.item() / interval_steps
-            tokens_per_sec = interval_steps * tokens_per_step / max(1e-9, time.time() - interval_start)
+            steps_timed = min(interval_steps, step - start_step)  # a resumed interval is timed from the resume
+            tokens_per_sec = steps_timed * tokens_per_step / max(1e-9, time.time() - interval_start)
             steps_done = step - start_step
             time_left = elapsed / steps_done * (args.max_iters - step) if steps_done else 0.0
             record = {"step": step, "train_loss": train_loss, "val_loss": val_loss,
@@ -414,14 +418,14 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"step {step:5d} | train {train_text_loss} | val {val_loss:.4f} ({record['val_bpc']:.3f} bpc)"
                 f"{' *' if improved else '  '} | lr {record['lr']:.2e} | {tokens_per_sec:8,.0f} tok/s | "
                 f"{format_seconds(elapsed)} elapsed, {format_seconds(time_left)} left", flush=True)
+            interval_loss, interval_steps = torch.zeros((), device=device), 0  # logged; saved below as a fresh start
             if is_main:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 if improved:
                     save_checkpoint(checkpoint_state(), best_path)
                 save_checkpoint(checkpoint_state(), last_path)
-            interval_start, interval_steps = time.time(), 0
-            interval_loss = torch.zeros((), device=device)
+            interval_start = time.time()
             if args.patience and evals_without_improvement >= args.patience:
                 log(f"early stop: val loss has not improved for {args.patience} evaluations")
                 break
