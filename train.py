@@ -365,10 +365,10 @@ def main(argv: list[str] | None = None) -> dict:
     if checkpoint:
         log(f"resuming from {last_path} at step {step} (best val loss {best_val_loss:.4f})")
 
-    stop_signal = []
+    stop_signal, previous_handlers = [], {}
     if threading.current_thread() is threading.main_thread():  # signal handlers need the main thread
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda signum, frame: stop_signal.append(signum))
+            previous_handlers[signum] = signal.signal(signum, lambda signum, frame: stop_signal.append(signum))
 
     def checkpoint_state() -> dict:
         return {"model": raw_model.state_dict(), "config": asdict(config), "tokenizer": tokenizer.state_dict(),
@@ -461,6 +461,9 @@ def main(argv: list[str] | None = None) -> dict:
             elapsed = time.time() - run_start
             progress.update(step, (step - start_step) * tokens_per_step / elapsed,
                             elapsed / (step - start_step) * (args.max_iters - step))
+    for signum, handler in previous_handlers.items():  # so Ctrl-C works again in a notebook after training
+        if handler is not None:  # None: installed outside Python, so it cannot be put back from here
+            signal.signal(signum, handler)
 
     if is_main:
         if stopped_by:
