@@ -365,10 +365,10 @@ def main(argv: list[str] | None = None) -> dict:
     if checkpoint:
         log(f"resuming from {last_path} at step {step} (best val loss {best_val_loss:.4f})")
 
-    stop_signal = []
+    stop_signal, previous_handlers = [], {}
     if threading.current_thread() is threading.main_thread():  # signal handlers need the main thread
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda signum, frame: stop_signal.append(signum))
+            previous_handlers[signum] = signal.signal(signum, lambda signum, frame: stop_signal.append(signum))
 
     def checkpoint_state() -> dict:
         return {"model": raw_model.state_dict(), "config": asdict(config), "tokenizer": tokenizer.state_dict(),
@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "evals_without_improvement": evals_without_improvement,
                 "elapsed_s": elapsed_before + time.time() - run_start, "train_s": train_seconds,
                 "rng": {"torch": torch.get_rng_state(), "batches": batch_generator.get_state()},
+                "interval_loss": interval_loss, "interval_steps": interval_steps,  # train loss since the last eval
                 "args": vars(args)}
 
     metrics_file = open(out_dir / "metrics.jsonl", "a" if checkpoint else "w") if is_main else None
@@ -390,15 +391,19 @@ def main(argv: list[str] | None = None) -> dict:
     first_step_seconds = None
     start_step, run_start = step, time.time()
     interval_start, interval_loss, interval_steps = time.time(), torch.zeros((), device=device), 0
+    if checkpoint:  # stopped between evaluations: the next logged train loss still averages the whole interval
+        interval_loss, interval_steps = checkpoint["interval_loss"].to(device), checkpoint["interval_steps"]
     stopped_by = None
     while True:
         last_step = step == args.max_iters
-        # Evaluate and checkpoint (at the start of every interval, and at the very end).
-        if step % args.eval_interval == 0 or last_step:
+        # Evaluate and checkpoint (at the start of every interval, and at the very end). Not again at the
+        # step a run resumes from: if it was an evaluation step, it was evaluated and logged before saving.
+        if (step % args.eval_interval == 0 or last_step) and not (checkpoint and step == start_step):
             synchronize(device)
             interval_seconds = time.time() - interval_start  # training steps only, evaluation excluded
             train_seconds += interval_seconds
-            tokens_per_sec = interval_steps * tokens_per_step / interval_seconds if interval_steps else 0.0
+            steps_timed = min(interval_steps, step - start_step)  # a resumed interval is timed from the resume
+            tokens_per_sec = steps_timed * tokens_per_step / interval_seconds if steps_timed else 0.0
             val_loss = estimate_loss(raw_model, val_tokens, val_starts, args, device, dtype, rank, world)
             improved = val_loss < best_val_loss
             best_val_loss = min(best_val_loss, val_loss)
@@ -421,14 +426,14 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"step {step:5d} | train {train_text_loss} | val {val_loss:.4f} ({record['val_bpc']:.3f} bpc)"
                 f"{' *' if improved else '  '} | lr {record['lr']:.2e} | {tokens_per_sec:8,.0f} tok/s | "
                 f"{format_seconds(elapsed)} elapsed, {format_seconds(time_left)} left", flush=True)
+            interval_loss, interval_steps = torch.zeros((), device=device), 0  # logged; saved below as a fresh start
             if is_main:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 if improved:
                     save_checkpoint(checkpoint_state(), best_path)
                 save_checkpoint(checkpoint_state(), last_path)
-            interval_start, interval_steps = time.time(), 0
-            interval_loss = torch.zeros((), device=device)
+            interval_start = time.time()
             if args.patience and evals_without_improvement >= args.patience:
                 log(f"early stop: val loss has not improved for {args.patience} evaluations")
                 break
@@ -467,6 +472,9 @@ def main(argv: list[str] | None = None) -> dict:
             elapsed = time.time() - run_start
             progress.update(step, (step - start_step) * tokens_per_step / elapsed,
                             elapsed / (step - start_step) * (args.max_iters - step))
+    for signum, handler in previous_handlers.items():  # so Ctrl-C works again in a notebook after training
+        if handler is not None:  # None: installed outside Python, so it cannot be put back from here
+            signal.signal(signum, handler)
 
     if is_main:
         if stopped_by:
