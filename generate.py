@@ -43,6 +43,7 @@ DEMO_PROMPTS = (
     "KING RICHARD III:\nNow is the winter of our discontent",
     "First Citizen:\n",
 )
+EMPTY_PROMPT = "the prompt is empty (or nothing is left of it): the model needs a token to start from"
 REPLACEMENT_CHAR = "\ufffd"  # what UTF-8 decoding puts where the bytes of a character are incomplete
 
 
@@ -131,7 +132,7 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
         prompt = default_prompt(tokenizer)
     prompt_ids = tokenizer.encode(prompt, drop_unknown=drop_unknown)
     if not prompt_ids:
-        raise ValueError("the prompt is empty (or nothing was left of it): the model needs a token to start from")
+        raise ValueError(EMPTY_PROMPT)
     device = next(model.parameters()).device
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T): a batch of one
@@ -216,15 +217,17 @@ def read_prompt_file(path: str) -> str:
 
 
 def check_prompt(prompt: str, tokenizer: Tokenizer, drop_unknown: bool) -> None:
-    """Refuse a prompt with characters outside the vocabulary, or say on stderr which will be dropped."""
+    """Refuse an empty prompt or one with characters outside the vocabulary, or say which will be dropped."""
     unknown = tokenizer.unknown_chars(prompt)
-    if not unknown:
-        return
     shown = ", ".join(repr(c) for c in unknown)
-    if not drop_unknown:
+    if unknown and not drop_unknown:
         raise ValueError(f"the prompt has {len(unknown)} character(s) that are not in the model's "
                          f"{tokenizer.vocab_size}-token vocabulary: {shown}; remove them or pass --drop-unknown")
-    print(f"dropping {len(unknown)} character(s) not in the vocabulary from the prompt: {shown}", file=sys.stderr)
+    if all(c in unknown for c in prompt):  # true of "" too
+        raise ValueError(EMPTY_PROMPT)
+    if unknown:
+        print(f"dropping {len(unknown)} character(s) not in the vocabulary from the prompt: {shown}",
+              file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -237,12 +240,12 @@ def run(args: argparse.Namespace) -> None:
     prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
     model, tokenizer = load(path, device)
-    print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
-          f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
-          f"KV cache {'on' if args.use_kv_cache else 'off'}", file=sys.stderr)
     prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
+    print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
+          f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
+          f"KV cache {'on' if args.use_kv_cache else 'off'}", file=sys.stderr)
     for scene, prompt in enumerate(prompts):
         for i in range(args.num_samples):
             labels = [f"scene {scene + 1} of {len(prompts)}"] if args.demo else []
