@@ -91,8 +91,8 @@ def bench_generate(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     info = run_info(device, dtype)
-    print(f"{info['device']}, {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
-          f"median of {args.repeats} runs each", flush=True)
+    print(f"{info['device']}, {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, median of "
+          f"{args.repeats} runs with the KV cache and {args.no_cache_repeats} without", flush=True)
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
@@ -101,10 +101,12 @@ def bench_generate(args: argparse.Namespace) -> dict:
         with torch.inference_mode(), autocast(device, dtype):
             for use_kv_cache in (True, False):  # warm-up: first calls allocate memory and pick kernels
                 seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device)
-            for _ in range(args.repeats):
+            runs = {True: args.repeats, False: args.no_cache_repeats}
+            for i in range(max(runs.values())):
                 for use_kv_cache in (True, False):  # interleaved, so a busy spell on the machine slows both alike
-                    seconds = seconds_to_generate(model, args.new_tokens, use_kv_cache, device)
-                    tokens_per_second[use_kv_cache].append(args.new_tokens / seconds)
+                    if i < runs[use_kv_cache]:
+                        seconds = seconds_to_generate(model, args.new_tokens, use_kv_cache, device)
+                        tokens_per_second[use_kv_cache].append(args.new_tokens / seconds)
         cache, no_cache = (statistics.median(tokens_per_second[flag]) for flag in (True, False))
         measurements.append({
             "preset": preset, "params": model.num_params(),
@@ -119,7 +121,8 @@ def bench_generate(args: argparse.Namespace) -> dict:
     table = markdown_table(["preset", "params", "device", "dtype", "KV cache tok/s", "no cache tok/s", "speed-up"],
                            rows)
     settings = {"new_tokens": args.new_tokens, "prompt_tokens": 1, "batch_size": 1, "temperature": 1.0,
-                "repeats": args.repeats, "warmup_tokens": args.warmup_tokens}
+                "repeats": args.repeats, "no_cache_repeats": args.no_cache_repeats,
+                "warmup_tokens": args.warmup_tokens}
     return {"benchmark": "generate", **info, "settings": settings, "results": measurements, "table": table}
 
 
@@ -151,8 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="model preset(s) to measure (default: vanilla modern)")
     generate.add_argument("--new-tokens", type=positive_int, default=500, metavar="N",
                           help="tokens generated per run (default: 500, past the 256-token context)")
-    generate.add_argument("--repeats", type=positive_int, default=3, metavar="N",
-                          help="timed runs per setting; the median is reported (default: 3)")
+    generate.add_argument("--repeats", type=positive_int, default=5, metavar="N",
+                          help="timed runs with the KV cache; the median is reported (default: 5)")
+    generate.add_argument("--no-cache-repeats", type=positive_int, default=1, metavar="N",
+                          help="timed runs without the cache (default: 1: on a CPU one run takes tens of seconds, "
+                               "and its hundreds of steps already average out short disturbances)")
     generate.add_argument("--warmup-tokens", type=positive_int, default=20, metavar="N",
                           help="tokens generated once, untimed, before measuring (default: 20)")
     generate.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_generate.json",
