@@ -63,9 +63,12 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
     try:
         model = GPT(GPTConfig(**checkpoint["config"]))
         model.load_state_dict(checkpoint["model"])
+    except (TypeError, RuntimeError) as error:  # a config field or weights this model.py does not have
+        raise ValueError(f"{path} does not match this version of model.py: {error}") from error
+    try:
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
-    except (TypeError, KeyError, RuntimeError) as error:  # a config, weights or tokenizer this code cannot read
-        raise ValueError(f"{path} does not match this version of tinygpt: {error}") from error
+    except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
+        raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
     return model.to(device).eval(), tokenizer
 
 
@@ -174,29 +177,32 @@ def build_parser() -> ArgumentParser:
         description="Sample text from a trained tinygpt checkpoint, printed as it is produced.",
         epilog="Errors are one line on stderr, exit code 2. Sampling rules: docs/generation.md.",
     )
-    parser.add_argument("--out-dir", default="out",
+    parser.add_argument("--out-dir", default="out", metavar="DIR",
                         help="training output directory: its best.pt is used (default: out)")
     parser.add_argument("--ckpt", metavar="PATH", help="checkpoint file to use instead of OUT_DIR/best.pt")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--prompt", help="text to continue (default: a newline, a fresh line of the play)")
+    source.add_argument("--prompt", metavar="TEXT",
+                        help="text to continue (default: a newline, a fresh line of the play)")
     source.add_argument("--prompt-file", metavar="PATH", help="read the text to continue from a UTF-8 file")
     source.add_argument("--demo", action="store_true",
-                        help="continue a few built-in Shakespeare openings, one after another, with tokens/s")
+                        help="continue a few built-in Shakespeare openings, one after another")
     parser.add_argument("--drop-unknown", action="store_true",
                         help="leave out prompt characters the model's vocabulary lacks (default: refuse them)")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
                         help=f"tokens to generate per sample, >= 1 (default: {DEFAULT_MAX_NEW_TOKENS})")
-    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, metavar="T",
                         help="divide the logits by this, >= 0: below 1 is safer, above 1 wilder, "
                              f"0 always picks the most likely token (default: {DEFAULT_TEMPERATURE})")
-    parser.add_argument("--top-k", type=int, help="sample only from the k most likely tokens, >= 1 (default: all)")
-    parser.add_argument("--top-p", type=float,
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="sample only from the k most likely tokens, >= 1 (default: all)")
+    parser.add_argument("--top-p", type=float, metavar="P",
                         help="sample only from the fewest most likely tokens whose probability reaches p, "
                              "in (0, 1] (default: all)")
-    parser.add_argument("--seed", type=int,
+    parser.add_argument("--seed", type=int, metavar="SEED",
                         help="random seed, to repeat a run; sample i of --num-samples uses SEED + i "
                              "(default: different text every run)")
-    parser.add_argument("--num-samples", type=int, default=1, help="how many samples to draw, >= 1 (default: 1)")
+    parser.add_argument("--num-samples", type=int, default=1, metavar="N",
+                        help="how many samples to draw, >= 1 (default: 1)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to run (default: auto, the best found)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="auto",
