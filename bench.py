@@ -1,0 +1,187 @@
+"""
+Speed benchmarks for tinygpt, one subcommand each. Every run prints a markdown table and writes it,
+with the raw numbers and how they were measured (device, torch version, command, git commit), to a
+JSON file under experiments/results/, so any number quoted in the docs can be traced to a run.
+
+    python bench.py generate                          # tokens/s with and without the KV cache, both 10M presets
+    python bench.py generate --preset modern --new-tokens 200 --repeats 5 --device cpu --threads 1
+
+Each benchmark is one function bench_NAME(args) -> results dict (with a "table"), and one subparser in
+build_parser() that takes the common flags and names the function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from device import DEVICES, DTYPES, autocast, describe_device, pick_device, pick_dtype, synchronize
+from model import GPT, PRESETS, GPTConfig
+
+RESULTS_DIR = Path("experiments/results")
+TEN_MILLION_PRESETS = ("vanilla", "modern")
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, with "-dirty" if files differ from it; None outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_info(device: torch.device, dtype: torch.dtype) -> dict:
+    """Where, when and how a benchmark ran, to store beside its numbers."""
+    return {
+        "device": describe_device(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # On a shared machine other work slows every number; the 1-minute load average shows how busy it was.
+        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table with one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write results as JSON to path (creating its directory) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device: torch.device) -> float:
+    """Wall-clock seconds to sample new_tokens after a one-token prompt, batch 1, as generate.py does."""
+    prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in model.generate_tokens(prompt, new_tokens, temperature=1.0, use_kv_cache=use_kv_cache,
+                                   generator=generator):
+        pass
+    synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
+    return time.perf_counter() - started
+
+
+def bench_generate(args: argparse.Namespace) -> dict:
+    """Tokens/s at batch 1 with and without the KV cache, the median of a few runs, per preset."""
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    info = run_info(device, dtype)
+    print(f"{info['device']}, {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, median of "
+          f"{args.repeats} runs with the KV cache and {args.no_cache_repeats} without", flush=True)
+    rows, measurements = [], []
+    for preset in args.preset:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig.from_preset(preset)).to(device).eval()  # random weights: speed does not depend on them
+        tokens_per_second = {True: [], False: []}
+        with torch.inference_mode(), autocast(device, dtype):
+            for use_kv_cache in (True, False):  # warm-up: first calls allocate memory and pick kernels
+                seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device)
+            runs = {True: args.repeats, False: args.no_cache_repeats}
+            for i in range(max(runs.values())):
+                for use_kv_cache in (True, False):  # interleaved, so a busy spell on the machine slows both alike
+                    if i < runs[use_kv_cache]:
+                        seconds = seconds_to_generate(model, args.new_tokens, use_kv_cache, device)
+                        tokens_per_second[use_kv_cache].append(args.new_tokens / seconds)
+        cache, no_cache = (statistics.median(tokens_per_second[flag]) for flag in (True, False))
+        measurements.append({
+            "preset": preset, "params": model.num_params(),
+            "cache_tokens_per_s": round(cache, 1), "no_cache_tokens_per_s": round(no_cache, 1),
+            "speedup": round(cache / no_cache, 1),
+            "cache_runs": [round(x, 1) for x in tokens_per_second[True]],
+            "no_cache_runs": [round(x, 1) for x in tokens_per_second[False]],
+        })
+        rows.append([preset, f"{model.num_params() / 1e6:.2f}M", info["device"], info["dtype"], f"{cache:.0f}",
+                     f"{no_cache:.1f}", f"{cache / no_cache:.1f}x"])
+        print(f"{preset}: {cache:.0f} tokens/s with the KV cache, {no_cache:.1f} without", flush=True)
+    table = markdown_table(["preset", "params", "device", "dtype", "KV cache tok/s", "no cache tok/s", "speed-up"],
+                           rows)
+    settings = {"new_tokens": args.new_tokens, "prompt_tokens": 1, "batch_size": 1, "temperature": 1.0,
+                "repeats": args.repeats, "no_cache_repeats": args.no_cache_repeats,
+                "warmup_tokens": args.warmup_tokens}
+    return {"benchmark": "generate", **info, "settings": settings, "results": measurements, "table": table}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per benchmark; `python bench.py NAME --help` lists its flags."""
+    common = argparse.ArgumentParser(add_help=False)  # flags every benchmark takes
+    common.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to run (default: auto, the best found)")
+    common.add_argument("--dtype", choices=list(DTYPES), default="auto",
+                        help="precision of the matrix products (default: auto, chosen per device in device.py)")
+    common.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads for PyTorch (default: PyTorch's choice, usually one per core)")
+    parser = argparse.ArgumentParser(description="Measure tinygpt's speed; print a markdown table and save JSON.")
+    subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+
+    generate = subparsers.add_parser(
+        "generate", parents=[common], help="tokens/s of generation with and without the KV cache",
+        description="Tokens/s at batch 1 after a 1-token prompt, with and without the KV cache, for the 10M presets "
+                    "with random weights (speed does not depend on the weights).")
+    generate.add_argument("--preset", nargs="+", choices=list(PRESETS), default=list(TEN_MILLION_PRESETS),
+                          help="model preset(s) to measure (default: vanilla modern)")
+    generate.add_argument("--new-tokens", type=positive_int, default=500, metavar="N",
+                          help="tokens generated per run (default: 500, past the 256-token context)")
+    generate.add_argument("--repeats", type=positive_int, default=5, metavar="N",
+                          help="timed runs with the KV cache; the median is reported (default: 5)")
+    generate.add_argument("--no-cache-repeats", type=positive_int, default=1, metavar="N",
+                          help="timed runs without the cache (default: 1: on a CPU one run takes tens of seconds, "
+                               "and its hundreds of steps already average out short disturbances)")
+    generate.add_argument("--warmup-tokens", type=positive_int, default=20, metavar="N",
+                          help="tokens generated once, untimed, before measuring (default: 20)")
+    generate.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_generate.json",
+                          help="results file to write (default: experiments/results/bench_generate.json)")
+    generate.set_defaults(run=bench_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmark, print its table and write its results file."""
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        results = args.run(args)
+    except ValueError as error:  # e.g. --device cuda without a GPU
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(results["table"])
+    write_results(args.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""
+Sample text from a trained tinygpt model: the command line, and the same sampling as two functions.
+
+    python generate.py                                     # out/best.pt, starting from a newline
+    python generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 40
+    python generate.py --prompt-file scene.txt --max-new-tokens 1000 --seed 1 --num-samples 3
+    python generate.py --demo                              # a few scenes, with tokens/s for each
+    python generate.py --no-kv-cache --seed 1              # the same text as with the cache, slower
+
+From Python (a notebook, or train.py at the end of training):
+
+    from generate import load, sample
+    model, tokenizer = load("out")                         # out/best.pt, on the best device
+    print(sample(model, tokenizer, prompt="ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))
+
+Text is printed as it is produced. The model never reads more than block_size tokens: past that,
+GPT.generate_tokens slides its context window. The next token is picked by model.sample_next
+(temperature, top-k, top-p); docs/generation.md explains the rules and what the KV cache saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+
+from device import DEVICES, DTYPES, autocast, describe_device, pick_device, pick_dtype
+from model import GPT, GPTConfig, load_checkpoint
+from tokenizer import Tokenizer, tokenizer_from_state
+
+DEFAULT_MAX_NEW_TOKENS = 500
+DEFAULT_TEMPERATURE = 0.8
+# The openings --demo continues: a speaker's name, as every speech in Tiny Shakespeare begins.
+DEMO_PROMPTS = (
+    "ROMEO:\n",
+    "JULIET:\nO Romeo, Romeo!",
+    "KING RICHARD III:\nNow is the winter of our discontent",
+    "First Citizen:\n",
+)
+EMPTY_PROMPT = "the prompt is empty (or nothing is left of it): the model needs a token to start from"
+REPLACEMENT_CHAR = "\ufffd"  # what UTF-8 decoding puts where the bytes of a character are incomplete
+
+
+def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto") -> tuple[GPT, Tokenizer]:
+    """Load a model (in eval mode, on `device`) and its tokenizer from a checkpoint file, or an out dir's best.pt.
+
+    Raises FileNotFoundError or ValueError with a message that says what is wrong with the file.
+    """
+    if isinstance(device, str):
+        device = pick_device(device)
+    path = Path(ckpt_or_out_dir)
+    if path.is_dir():
+        path = path / "best.pt"
+    checkpoint = load_checkpoint(path, device)  # read once: it holds both the weights and the tokenizer
+    if "tokenizer" not in checkpoint:
+        raise ValueError(f"{path} has no tokenizer inside, so its token ids cannot be turned into text")
+    try:
+        model = GPT(GPTConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, RuntimeError) as error:  # a config field or weights this model.py does not have
+        raise ValueError(f"{path} does not match this version of model.py: {error}") from error
+    try:
+        tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
+    except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
+        raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
+    return model.to(device).eval(), tokenizer
+
+
+def default_prompt(tokenizer: Tokenizer) -> str:
+    """A newline (the model starts a fresh line of a play), or the vocabulary's first token without one."""
+    return "\n" if not tokenizer.unknown_chars("\n") else tokenizer.decode([0])
+
+
+def check_sampling_settings(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise ValueError, saying which and why, if a sampling setting is out of range."""
+    # Written as `not (allowed)` so that NaN, which fails every comparison, is refused too.
+    if not max_new_tokens >= 1:
+        raise ValueError(f"max-new-tokens must be at least 1, not {max_new_tokens}")
+    if not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be a number >= 0 (0 picks the most likely token), not {temperature}")
+    if top_k is not None and not top_k >= 1:
+        raise ValueError(f"top-k must be at least 1 (the number of candidates kept), not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top-p must be in (0, 1] (1 keeps every token), not {top_p}")
+
+
+class StreamDecoder:
+    """Turns token ids into text one token at a time, never printing half a character.
+
+    With byte-level BPE one character can span several tokens: until its last byte arrives, decoding
+    ends in U+FFFD. Such text is held back and decoded again with the next token. Each returned piece
+    starts where the last one ended, so the pieces joined equal tokenizer.decode(all ids).
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.pending: list[int] = []  # ids whose text is not complete yet
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the text that is now complete ("" while a character is unfinished)."""
+        self.pending.append(token_id)
+        text = self.tokenizer.decode(self.pending)
+        if text.endswith(REPLACEMENT_CHAR):
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        """Return whatever is held back, incomplete or not: the stream has ended."""
+        text = self.tokenizer.decode(self.pending)
+        self.pending = []
+        return text
+
+
+def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+           temperature: float = DEFAULT_TEMPERATURE, top_k: int | None = None, top_p: float | None = None,
+           seed: int | None = None, use_kv_cache: bool = True, stream: Callable[[str], object] | None = None,
+           drop_unknown: bool = False) -> str:
+    """Continue `prompt` with max_new_tokens sampled tokens; return the prompt and the continuation as text.
+
+    prompt None means default_prompt(tokenizer). temperature 0 is greedy; top_k and top_p narrow the
+    candidates (see model.sample_next). The same seed gives the same text; None draws fresh randomness.
+    stream, if given, is called with each piece of text as soon as it is complete, the prompt first,
+    so the pieces joined are the returned text. Characters the tokenizer does not know raise ValueError,
+    or are left out with drop_unknown. The model samples in eval mode (no dropout), then gets its mode back.
+    """
+    check_sampling_settings(max_new_tokens, temperature, top_k, top_p)
+    if prompt is None:
+        prompt = default_prompt(tokenizer)
+    prompt_ids = tokenizer.encode(prompt, drop_unknown=drop_unknown)
+    if not prompt_ids:
+        raise ValueError(EMPTY_PROMPT)
+    device = next(model.parameters()).device
+    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T): a batch of one
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            steps = model.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache, generator)
+            if stream is None:
+                # No per-token .item(): the device can run ahead, and the ids are copied back once.
+                new_ids = torch.cat([token for token, _ in steps], dim=1)[0].tolist()
+            else:
+                stream(tokenizer.decode(prompt_ids))
+                decoder = StreamDecoder(tokenizer)
+                new_ids = []
+                for token, _ in steps:
+                    new_ids.append(token.item())  # the one sync per token that printing needs
+                    piece = decoder.push(new_ids[-1])
+                    if piece:
+                        stream(piece)
+                rest = decoder.flush()
+                if rest:
+                    stream(rest)
+    finally:
+        model.train(was_training)
+    return tokenizer.decode(prompt_ids + new_ids)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that a bad flag is reported like every other error here: one `error:` line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> ArgumentParser:
+    """The command line; its --help is the manual."""
+    parser = ArgumentParser(
+        description="Sample text from a trained tinygpt checkpoint, printed as it is produced.",
+        epilog="Errors are one line on stderr, exit code 2. Sampling rules: docs/generation.md.",
+    )
+    parser.add_argument("--out-dir", default="out", metavar="DIR",
+                        help="training output directory: its best.pt is used (default: out)")
+    parser.add_argument("--ckpt", metavar="PATH", help="checkpoint file to use instead of OUT_DIR/best.pt")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--prompt", metavar="TEXT",
+                        help="text to continue (default: a newline, a fresh line of the play)")
+    source.add_argument("--prompt-file", metavar="PATH", help="read the text to continue from a UTF-8 file")
+    source.add_argument("--demo", action="store_true",
+                        help="continue a few built-in Shakespeare openings, one after another")
+    parser.add_argument("--drop-unknown", action="store_true",
+                        help="leave out prompt characters the model's vocabulary lacks (default: refuse them)")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
+                        help=f"tokens to generate per sample, >= 1 (default: {DEFAULT_MAX_NEW_TOKENS})")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, metavar="T",
+                        help="divide the logits by this, >= 0: below 1 is safer, above 1 wilder, "
+                             f"0 always picks the most likely token (default: {DEFAULT_TEMPERATURE})")
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="sample only from the k most likely tokens, >= 1 (default: all)")
+    parser.add_argument("--top-p", type=float, metavar="P",
+                        help="sample only from the fewest most likely tokens whose probability reaches p, "
+                             "in (0, 1] (default: all)")
+    parser.add_argument("--seed", type=int, metavar="SEED",
+                        help="random seed, to repeat a run; sample i of --num-samples uses SEED + i "
+                             "(default: different text every run)")
+    parser.add_argument("--num-samples", type=int, default=1, metavar="N",
+                        help="how many samples to draw, >= 1 (default: 1)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to run (default: auto, the best found)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="auto",
+                        help="precision of the matrix products (default: auto, chosen per device in device.py)")
+    parser.add_argument("--no-kv-cache", dest="use_kv_cache", action="store_false",
+                        help="recompute every past token at every step: the same text, slower; compare tokens/s")
+    return parser
+
+
+def read_prompt_file(path: str) -> str:
+    """The text of a prompt file, with a one-line ValueError if it cannot be read as UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--prompt-file {path} is not UTF-8 text (bad byte at offset {error.start})") from error
+    except OSError as error:
+        raise ValueError(f"cannot read --prompt-file {path}: {error.strerror}") from error
+
+
+def check_prompt(prompt: str, tokenizer: Tokenizer, drop_unknown: bool) -> None:
+    """Refuse an empty prompt or one with characters outside the vocabulary, or say which will be dropped."""
+    unknown = tokenizer.unknown_chars(prompt)
+    shown = ", ".join(repr(c) for c in unknown)
+    if unknown and not drop_unknown:
+        raise ValueError(f"the prompt has {len(unknown)} character(s) that are not in the model's "
+                         f"{tokenizer.vocab_size}-token vocabulary: {shown}; remove them or pass --drop-unknown")
+    if all(c in unknown for c in prompt):  # true of "" too
+        raise ValueError(EMPTY_PROMPT)
+    if unknown:
+        print(f"dropping {len(unknown)} character(s) not in the vocabulary from the prompt: {shown}",
+              file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Load the checkpoint and print each requested sample, with its speed on stderr."""
+    check_sampling_settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    if args.num_samples < 1:
+        raise ValueError(f"num-samples must be at least 1, not {args.num_samples}")
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
+    path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
+    model, tokenizer = load(path, device)
+    prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
+    for prompt in prompts:
+        check_prompt(prompt, tokenizer, args.drop_unknown)
+    print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
+          f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
+          f"KV cache {'on' if args.use_kv_cache else 'off'}", file=sys.stderr)
+    for scene, prompt in enumerate(prompts):
+        for i in range(args.num_samples):
+            labels = [f"scene {scene + 1} of {len(prompts)}"] if args.demo else []
+            labels += [f"sample {i + 1} of {args.num_samples}"] if args.num_samples > 1 else []
+            if labels:
+                print(f"--- {', '.join(labels)} ---", flush=True)
+            started = time.perf_counter()
+            with autocast(device, dtype):
+                text = sample(model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_k,
+                              args.top_p, None if args.seed is None else args.seed + i, args.use_kv_cache,
+                              stream=lambda piece: print(piece, end="", flush=True),
+                              drop_unknown=args.drop_unknown)
+            seconds = time.perf_counter() - started
+            print("" if text.endswith("\n") else "\n", end="", flush=True)
+            print(f"[{args.max_new_tokens} tokens in {seconds:.2f} s: {args.max_new_tokens / seconds:.0f} tokens/s]",
+                  file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code: 0, or 2 with one `error:` line for anything to fix."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
+        return 1
+    except (ValueError, OSError) as error:
+        print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)  # one line, whatever the message
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

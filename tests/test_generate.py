@@ -1,0 +1,269 @@
+"""What generation must guarantee: the KV cache changes the speed and never the text, top-k and top-p
+keep exactly the candidates their rules name, temperature 0 is argmax, a seed repeats a sample, the
+streamed text is the returned text, and every mistake on the command line is one clear error line."""
+
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+import generate
+from generate import StreamDecoder, default_prompt, load, sample
+from model import GPT, PRESETS, GPTConfig, sample_next
+from tokenizer import BPETokenizer, CharTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+UNKNOWN_PROMPT = "Roméo €"  # 'é' and '€' are not among Tiny Shakespeare's 65 characters
+
+
+def tiny_model(preset: str, seed: int = 0, **overrides) -> GPT:
+    """A 2-layer model with the switches of a named preset and a 32-token context, 65 characters."""
+    switches = {name: PRESETS[preset][name] for name in ("norm", "mlp", "pos", "bias")}
+    settings = dict(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**{**switches, **settings, **overrides})).eval()
+    # Weights far larger than the training init spread the logits apart, so no greedy pick is a
+    # near-tie that float rounding could decide differently on the two paths.
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run these tiny models on one thread: a second gains them nothing, and on a busy machine the
+    threads of each small op wait for one another (100x slower measured on 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus_text: str) -> CharTokenizer:
+    return CharTokenizer.from_text(corpus_text)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory, tokenizer: CharTokenizer) -> Path:
+    """An out dir holding best.pt in the format train.py writes (the keys generation needs)."""
+    out_dir = tmp_path_factory.mktemp("out")
+    model = tiny_model("modern")
+    torch.save({"model": model.state_dict(), "config": asdict(model.config), "tokenizer": tokenizer.state_dict()},
+               out_dir / "best.pt")
+    return out_dir
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+@pytest.mark.parametrize("prompt_len,new_tokens", [(6, 20), (50, 20), (6, 80)],
+                         ids=["short prompt", "prompt longer than block_size", "generation past block_size"])
+def test_text_is_identical_with_and_without_cache(preset, prompt_len, new_tokens, tokenizer, corpus_text):
+    model = tiny_model(preset)
+    prompt = corpus_text[:prompt_len]
+    given_a_cache = []  # for each forward pass: was it given a KV cache? (proves both paths really ran)
+    model.register_forward_pre_hook(lambda module, args, kwargs: given_a_cache.append("kv_cache" in kwargs),
+                                    with_kwargs=True)
+    # Greedy text is what the cache must not change; seeded sampling also wanders through varied text.
+    for settings in (dict(temperature=0), dict(temperature=1.0, seed=0)):
+        cached = sample(model, tokenizer, prompt, new_tokens, use_kv_cache=True, **settings)
+        assert all(given_a_cache) and len(given_a_cache) == new_tokens
+        given_a_cache.clear()
+        uncached = sample(model, tokenizer, prompt, new_tokens, use_kv_cache=False, **settings)
+        assert not any(given_a_cache) and len(given_a_cache) == new_tokens
+        given_a_cache.clear()
+        assert cached == uncached, settings
+        assert cached.startswith(prompt) and len(cached) == prompt_len + new_tokens
+
+
+def candidates(logits: list[float], draws: int = 4000, **settings) -> set[int]:
+    """The token ids sample_next picks in many draws from one distribution: the candidates it kept."""
+    batch = torch.tensor(logits).repeat(draws, 1)
+    picks = sample_next(batch, generator=torch.Generator().manual_seed(0), **settings)
+    return set(picks.flatten().tolist())
+
+
+def test_top_k_keeps_exactly_k_and_ties_at_the_boundary_go_to_lower_ids():
+    logits = [1.0, 3.0, 3.0, 3.0, 0.0, 3.0]  # four tokens tie for first place
+    assert candidates(logits, top_k=1) == {1}
+    assert candidates(logits, top_k=2) == {1, 2}
+    assert candidates(logits, top_k=4) == {1, 2, 3, 5}
+    assert candidates(logits, top_k=5) == {0, 1, 2, 3, 5}
+    assert candidates(logits, top_k=100) == set(range(6))  # more than the vocabulary: all kept
+
+
+def test_top_p_keeps_the_fewest_most_likely_tokens_that_reach_p():
+    uniform = [0.0] * 4  # probabilities of exactly 0.25 each, so sums are exact
+    assert candidates(uniform, top_p=0.5) == {0, 1}  # the second token reaches 0.5 exactly: enough
+    assert candidates(uniform, top_p=0.51) == {0, 1, 2}
+    assert candidates(uniform, top_p=0.25) == {0}
+    assert candidates([2.0, 1.0, 0.0, -1.0], top_p=1.0) == {0, 1, 2, 3}  # 1.0 keeps everything
+    dominant = [10.0, 0.0, 0.0, 0.0]  # token 0 has 99.99% of the probability
+    assert candidates(dominant, top_p=0.9) == {0}
+    assert candidates(dominant, top_p=0.01) == {0}  # the most likely token is always kept
+
+
+def test_temperature_zero_is_argmax(tokenizer):
+    logits = torch.randn(8, 65)
+    expected = logits.argmax(dim=-1, keepdim=True)
+    assert torch.equal(sample_next(logits, temperature=0), expected)
+    assert torch.equal(sample_next(logits, temperature=0, top_k=3, top_p=0.5), expected)
+    # and end to end: each new character is the argmax of a full forward pass over the text so far
+    model = tiny_model("modern")
+    ids = tokenizer.encode("ROMEO:")
+    for _ in range(10):
+        logits, _ = model(torch.tensor([ids]))
+        ids.append(logits[0, -1].argmax().item())
+    assert sample(model, tokenizer, "ROMEO:", 10, temperature=0) == tokenizer.decode(ids)
+
+
+def test_same_seed_gives_the_same_text_and_different_seeds_differ(tokenizer):
+    model = tiny_model("modern")
+    first = sample(model, tokenizer, "ROMEO:", 60, temperature=1.0, seed=1)
+    assert sample(model, tokenizer, "ROMEO:", 60, temperature=1.0, seed=1) == first
+    assert sample(model, tokenizer, "ROMEO:", 60, temperature=1.0, seed=2) != first
+
+
+@pytest.mark.parametrize("tokenizer_kind", ["char", "bytes"])
+def test_streamed_text_is_the_returned_text(tokenizer_kind, tokenizer):
+    if tokenizer_kind == "bytes":  # random bytes: characters cut across tokens, invalid UTF-8 on the way
+        tokenizer = BPETokenizer([])
+    model = tiny_model("vanilla", vocab_size=tokenizer.vocab_size)
+    pieces = []
+    text = sample(model, tokenizer, "JULIET:", 200, temperature=1.0, seed=0, stream=pieces.append)
+    assert pieces[0] == "JULIET:"  # the prompt is shown first
+    assert "".join(pieces) == text
+
+
+def test_stream_decoder_never_prints_half_a_character():
+    tokenizer = BPETokenizer([])  # byte-level with no merges: every byte is its own token
+    text = "Roméo — 🌹!"  # characters of 2, 3 and 4 bytes
+    decoder = StreamDecoder(tokenizer)
+    pieces = [decoder.push(byte) for byte in text.encode()] + [decoder.flush()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+    decoder.push("é".encode()[0])  # a character cut off by the end of generation
+    assert decoder.flush() == "\ufffd"
+
+
+def test_sampling_uses_eval_mode_and_gives_the_mode_back(tokenizer):
+    model = tiny_model("modern", dropout=0.5)
+    expected = sample(model, tokenizer, "ROMEO:", 20, temperature=0)
+    model.train()  # as train.py leaves it: dropout would change the text if it were on
+    assert sample(model, tokenizer, "ROMEO:", 20, temperature=0) == expected
+    assert model.training
+
+
+def test_default_prompt_is_a_newline_or_the_first_token():
+    assert default_prompt(CharTokenizer(list("\nab"))) == "\n"
+    assert default_prompt(CharTokenizer(list("xyz"))) == "x"
+
+
+def test_load_reads_an_out_dir_or_a_file(checkpoint_dir, tokenizer):
+    for where in (checkpoint_dir, checkpoint_dir / "best.pt"):
+        model, loaded_tokenizer = load(where, device="cpu")
+        assert not model.training
+        assert loaded_tokenizer.state_dict() == tokenizer.state_dict()
+    assert sample(model, loaded_tokenizer, "ROMEO:", 20, temperature=0) == \
+        sample(tiny_model("modern"), tokenizer, "ROMEO:", 20, temperature=0)
+
+
+def test_load_refuses_a_checkpoint_without_a_tokenizer(tmp_path):
+    model = tiny_model("modern")
+    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, tmp_path / "best.pt")
+    with pytest.raises(ValueError, match="no tokenizer"):
+        load(tmp_path, device="cpu")
+
+
+def assert_one_error_line(returncode: int, stderr: str, *expected: str) -> None:
+    """Exit code 2 and stderr exactly one `error:` line containing each expected text; no traceback."""
+    assert returncode == 2
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: "), stderr
+    for text in expected:
+        assert text in stderr
+
+
+@pytest.mark.parametrize("flag,value", [("--temperature", "-0.5"), ("--temperature", "nan"), ("--top-k", "0"),
+                                        ("--top-k", "two"), ("--top-p", "0"), ("--top-p", "1.5"),
+                                        ("--max-new-tokens", "0"), ("--num-samples", "0")])
+def test_out_of_range_flags_are_one_error_line(flag, value, checkpoint_dir, capsys):
+    try:
+        returncode = generate.main(["--out-dir", str(checkpoint_dir), flag, value])
+    except SystemExit as exit:  # argparse exits by itself on a value that is not a number
+        returncode = exit.code
+    assert_one_error_line(returncode, capsys.readouterr().err, flag.removeprefix("--"))
+
+
+@pytest.fixture(scope="module")
+def cli(checkpoint_dir, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Each command-line case run as its own `python generate.py` process.
+
+    They are started together because each process spends seconds importing torch.
+    """
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "corrupt.pt").write_bytes(b"this is not a checkpoint")
+    (tmp / "prompt.txt").write_text(UNKNOWN_PROMPT + "\n", encoding="utf-8")
+    out_dir = ["--out-dir", str(checkpoint_dir), "--device", "cpu", "--dtype", "float32"]
+    cases = {
+        "unknown characters": [*out_dir, "--prompt", UNKNOWN_PROMPT],
+        "dropped characters, prompt file, two samples": [
+            *out_dir, "--prompt-file", str(tmp / "prompt.txt"), "--drop-unknown", "--num-samples", "2",
+            "--max-new-tokens", "30", "--seed", "7"],
+        "missing checkpoint": ["--out-dir", str(tmp / "no-such-dir")],
+        "corrupt checkpoint": ["--ckpt", str(tmp / "corrupt.pt")],
+        "bad flag": [*out_dir, "--top-p", "2"],
+    }
+    # One thread each: the processes share the machine's cores, and idle spinning threads would slow them.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    processes = {name: subprocess.Popen([sys.executable, str(ROOT / "generate.py"), *args], env=env, text=True,
+                                        encoding="utf-8", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for name, args in cases.items()}
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=120)
+        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return results
+
+
+def test_cli_refuses_unknown_prompt_characters_and_names_them(cli):
+    result = cli["unknown characters"]
+    assert_one_error_line(result.returncode, result.stderr, "'é'", "'€'", "--drop-unknown")
+    assert result.stdout == ""
+
+
+def test_cli_drops_unknown_characters_when_asked_and_says_which(cli):
+    result = cli["dropped characters, prompt file, two samples"]
+    assert result.returncode == 0, result.stderr
+    assert "dropping 2 character(s) not in the vocabulary from the prompt: 'é', '€'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_reports_a_missing_checkpoint(cli):
+    result = cli["missing checkpoint"]
+    assert_one_error_line(result.returncode, result.stderr, "no checkpoint at", "best.pt")
+
+
+def test_cli_reports_a_corrupt_checkpoint(cli):
+    result = cli["corrupt checkpoint"]
+    assert_one_error_line(result.returncode, result.stderr, "corrupt.pt", "not a readable checkpoint")
+
+
+def test_cli_reports_a_bad_flag_value(cli):
+    result = cli["bad flag"]
+    assert_one_error_line(result.returncode, result.stderr, "top-p")
+
+
+def test_cli_prints_what_sample_returns_for_a_prompt_file_and_two_samples(cli, checkpoint_dir):
+    result = cli["dropped characters, prompt file, two samples"]
+    model, tokenizer = load(checkpoint_dir, device="cpu")
+    expected = ""
+    for i in range(2):  # sample i of --num-samples uses seed + i
+        text = sample(model, tokenizer, UNKNOWN_PROMPT + "\n", 30, seed=7 + i, drop_unknown=True)
+        assert text.startswith("Romo \n")
+        expected += f"--- sample {i + 1} of 2 ---\n" + text + ("" if text.endswith("\n") else "\n")
+    assert result.stdout == expected
