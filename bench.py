@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from device import DEVICES, DTYPES, autocast, describe_device, pick_device, pick_dtype, synchronize
+from device import DEVICES, DTYPES, describe_device, pick_device, pick_inference_dtype, synchronize
 from model import GPT, PRESETS, GPTConfig
 
 RESULTS_DIR = Path("experiments/results")
@@ -89,16 +89,16 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
 def bench_generate(args: argparse.Namespace) -> dict:
     """Tokens/s at batch 1 with and without the KV cache, the median of a few runs, per preset."""
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
+    dtype = pick_inference_dtype(device, args.dtype)
     info = run_info(device, dtype)
-    print(f"{info['device']}, {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, median of "
-          f"{args.repeats} runs with the KV cache and {args.no_cache_repeats} without", flush=True)
+    print(f"{info['device']}, weights in {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
+          f"median of {args.repeats} runs with the KV cache and {args.no_cache_repeats} without", flush=True)
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
-        model = GPT(GPTConfig.from_preset(preset)).to(device).eval()  # random weights: speed does not depend on them
+        model = GPT(GPTConfig.from_preset(preset)).to(device, dtype).eval()  # random weights: speed ignores them
         tokens_per_second = {True: [], False: []}
-        with torch.inference_mode(), autocast(device, dtype):
+        with torch.inference_mode():
             for use_kv_cache in (True, False):  # warm-up: first calls allocate memory and pick kernels
                 seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device)
             runs = {True: args.repeats, False: args.no_cache_repeats}

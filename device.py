@@ -9,6 +9,13 @@ Precision (what autocast computes matrix products in), chosen per device by meas
           run bf16 matrix products several times faster than float32; otherwise float32, because
           without them bf16 is emulated and much slower
 Weights and optimizer state always stay in float32; only the forward/backward math is lowered.
+
+Generation is different: decoding one token multiplies every weight matrix by a single vector, so
+its speed is set by how fast the weights stream from memory, not by arithmetic. pick_inference_dtype
+stores the weights themselves in bfloat16 on CUDA, and on CPUs with native bf16 units (half the bytes
+to read). On CPUs without them it stays float32: decoding alone would still gain, but every prompt
+prefill and context-window slide is arithmetic-bound, and emulated bf16 makes those several times
+slower (see docs/generation.md for both measured).
 """
 
 from __future__ import annotations
@@ -52,6 +59,19 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if requested != "auto":
         if device.type == "cpu" and DTYPES[requested] == torch.float16:
             raise ValueError("float16 autocast is for GPUs; on the CPU use bfloat16 or float32")
+        return DTYPES[requested]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def pick_inference_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
+    """The dtype to store weights in for generation (see the module docstring), or the requested one."""
+    if requested not in DTYPES:
+        raise ValueError(f"unknown dtype {requested!r}; choose one of {', '.join(DTYPES)}")
+    if requested != "auto":
         return DTYPES[requested]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -30,7 +30,7 @@ from typing import NoReturn
 
 import torch
 
-from device import DEVICES, DTYPES, autocast, describe_device, pick_device, pick_dtype
+from device import DEVICES, DTYPES, describe_device, pick_device, pick_inference_dtype
 from model import GPT, GPTConfig, load_checkpoint
 from tokenizer import Tokenizer, tokenizer_from_state
 
@@ -47,8 +47,10 @@ EMPTY_PROMPT = "the prompt is empty (or nothing is left of it): the model needs 
 REPLACEMENT_CHAR = "\ufffd"  # what UTF-8 decoding puts where the bytes of a character are incomplete
 
 
-def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto") -> tuple[GPT, Tokenizer]:
-    """Load a model (in eval mode, on `device`) and its tokenizer from a checkpoint file, or an out dir's best.pt.
+def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto",
+         dtype: str = "auto") -> tuple[GPT, Tokenizer]:
+    """Load a model (in eval mode, on `device`, weights in `dtype`) and its tokenizer from a checkpoint file,
+    or an out dir's best.pt. dtype "auto" is device.pick_inference_dtype's choice for the device.
 
     Raises FileNotFoundError or ValueError with a message that says what is wrong with the file.
     """
@@ -69,7 +71,7 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
     except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
         raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
-    return model.to(device).eval(), tokenizer
+    return model.to(device, pick_inference_dtype(device, dtype)).eval(), tokenizer
 
 
 def default_prompt(tokenizer: Tokenizer) -> str:
@@ -206,7 +208,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to run (default: auto, the best found)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                        help="precision of the matrix products (default: auto, chosen per device in device.py)")
+                        help="precision the weights are stored in for generation (default: auto: bfloat16 on\n"
+                             "CUDA and on CPUs with native bf16 units, else float32; see device.py)")
     parser.add_argument("--no-kv-cache", dest="use_kv_cache", action="store_false",
                         help="recompute every past token at every step: the same text, slower; compare tokens/s")
     return parser
@@ -242,10 +245,10 @@ def run(args: argparse.Namespace) -> None:
     if args.num_samples < 1:
         raise ValueError(f"num-samples must be at least 1, not {args.num_samples}")
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
+    dtype = pick_inference_dtype(device, args.dtype)
     prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
-    model, tokenizer = load(path, device)
+    model, tokenizer = load(path, device, args.dtype)
     prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
@@ -259,11 +262,10 @@ def run(args: argparse.Namespace) -> None:
             if labels:
                 print(f"--- {', '.join(labels)} ---", flush=True)
             started = time.perf_counter()
-            with autocast(device, dtype):
-                text = sample(model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_k,
-                              args.top_p, None if args.seed is None else args.seed + i, args.use_kv_cache,
-                              stream=lambda piece: print(piece, end="", flush=True),
-                              drop_unknown=args.drop_unknown)
+            text = sample(model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_k,
+                          args.top_p, None if args.seed is None else args.seed + i, args.use_kv_cache,
+                          stream=lambda piece: print(piece, end="", flush=True),
+                          drop_unknown=args.drop_unknown)
             seconds = time.perf_counter() - started
             print("" if text.endswith("\n") else "\n", end="", flush=True)
             print(f"[{args.max_new_tokens} tokens in {seconds:.2f} s: {args.max_new_tokens / seconds:.0f} tokens/s]",
