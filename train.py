@@ -48,8 +48,8 @@ RECIPES = {
     "gpu": dict(preset="modern", batch_size=64, lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=5000,
                 eval_interval=250, eval_windows=None, beta2=0.99, compile=True),
     # A laptop CPU: the small model, a few minutes, still recognisable Shakespeare.
-    "cpu": dict(preset="small", batch_size=32, lr=3e-3, min_lr=3e-4, warmup_iters=50, max_iters=1500,
-                eval_interval=250, eval_windows=100, beta2=0.99, compile=False),
+    "cpu": dict(preset="small", batch_size=16, lr=4e-3, min_lr=4e-4, warmup_iters=50, max_iters=600,
+                eval_interval=100, eval_windows=50, beta2=0.99, compile=False),
 }
 ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "norm", "mlp", "pos",
                       "attention")
