@@ -3,6 +3,7 @@ Speed benchmarks for tinygpt, one subcommand each. Every run prints a markdown t
 with the raw numbers and how they were measured (device, torch version, command, git commit), to a
 JSON file under experiments/results/, so any number quoted in the docs can be traced to a run.
 
+    python bench.py train                             # training tokens/s (and MFU on known GPUs), 10M presets
     python bench.py generate                          # tokens/s with and without the KV cache, both 10M presets
     python bench.py generate --preset modern --new-tokens 200 --repeats 5 --device cpu --threads 1
 
@@ -26,11 +27,26 @@ from pathlib import Path
 
 import torch
 
-from device import DEVICES, DTYPES, describe_device, pick_device, pick_inference_dtype, synchronize
+from device import (
+    DEVICES,
+    DTYPES,
+    autocast,
+    describe_device,
+    pick_device,
+    pick_dtype,
+    pick_inference_dtype,
+    synchronize,
+)
 from model import GPT, PRESETS, GPTConfig
 
 RESULTS_DIR = Path("experiments/results")
 TEN_MILLION_PRESETS = ("vanilla", "modern")
+# Dense bf16 tensor-core peak (FLOP/s) from each vendor's data sheet (fp16 for the T4, which has no bf16),
+# for model FLOPs utilisation. Matched by substring of torch.cuda.get_device_name(); first match wins.
+PEAK_BF16_FLOPS = (
+    ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12), ("A10", 125e12),
+    ("L40S", 362e12), ("L4", 121e12), ("T4", 65e12), ("V100", 125e12), ("RTX 4090", 165e12),
+)
 
 
 def git_commit() -> str | None:
@@ -126,6 +142,80 @@ def bench_generate(args: argparse.Namespace) -> dict:
     return {"benchmark": "generate", **info, "settings": settings, "results": measurements, "table": table}
 
 
+def peak_flops(device_name: str) -> float | None:
+    """The device's peak bf16 FLOP/s from PEAK_BF16_FLOPS, or None when it is not in the table."""
+    return next((peak for name, peak in PEAK_BF16_FLOPS if name in device_name), None)
+
+
+def flops_per_token(config: GPTConfig, params: int) -> float:
+    """Training FLOPs per token: 6 per parameter (forward 2, backward 4) plus attention's score and
+    weighted-sum products, 12 * n_layer * n_embd * block_size (the PaLM paper's appendix B estimate)."""
+    return 6 * params + 12 * config.n_layer * config.n_embd * config.block_size
+
+
+def train_step(model, raw_model: GPT, optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+               dtype: torch.dtype) -> None:
+    """One training step as train.py takes it: forward under autocast, backward, clip, AdamW step."""
+    with autocast(device, dtype):
+        _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    """Training tokens/s (forward, backward, optimizer step) per preset, as train.py runs it on this device."""
+    from train import make_optimizer  # the optimizer exactly as training builds it
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    compile_model = device.type == "cuda" if args.compile is None else args.compile
+    info = run_info(device, dtype)
+    peak = peak_flops(info["device"]) if device.type == "cuda" else None
+    print(f"{info['device']}, autocast {info['dtype']}, compile {'on' if compile_model else 'off'}: batch "
+          f"{args.batch_size} x {args.block_size} tokens, {args.warmup_steps} untimed + {args.steps} timed steps",
+          flush=True)
+    rows, measurements = [], []
+    for preset in args.preset:
+        torch.manual_seed(0)
+        config = GPTConfig.from_preset(preset, block_size=args.block_size)
+        raw_model = GPT(config).to(device)
+        optimizer = make_optimizer(raw_model, argparse.Namespace(weight_decay=0.1, lr=1e-4, beta2=0.99), device)
+        model = torch.compile(raw_model) if compile_model else raw_model
+        x = torch.randint(config.vocab_size, (args.batch_size, args.block_size), device=device)
+        y = torch.randint(config.vocab_size, (args.batch_size, args.block_size), device=device)
+
+        batch = (model, raw_model, optimizer, x, y, device, dtype)
+        synchronize(device)
+        started = time.perf_counter()
+        train_step(*batch)  # the first step includes torch.compile's work
+        synchronize(device)
+        first_step = time.perf_counter() - started
+        for _ in range(args.warmup_steps - 1):
+            train_step(*batch)
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            train_step(*batch)
+        synchronize(device)
+        seconds = time.perf_counter() - started
+        tokens_per_second = args.steps * args.batch_size * args.block_size / seconds
+        params = raw_model.num_params()
+        mfu = tokens_per_second * flops_per_token(config, params) / peak if peak else None
+        measurements.append({"preset": preset, "params": params, "tokens_per_s": round(tokens_per_second, 1),
+                             "first_step_s": round(first_step, 2), "mfu": None if mfu is None else round(mfu, 4),
+                             "flops_per_token": flops_per_token(config, params)})
+        rows.append([preset, f"{params / 1e6:.2f}M", info["device"], info["dtype"], "on" if compile_model else "off",
+                     f"{tokens_per_second:,.0f}", f"{first_step:.1f}", "unknown" if mfu is None else f"{mfu:.1%}"])
+        print(f"{preset}: {tokens_per_second:,.0f} tokens/s", flush=True)
+    table = markdown_table(["preset", "params", "device", "autocast", "compile", "train tok/s", "first step s",
+                            "MFU"], rows)
+    settings = {"batch_size": args.batch_size, "block_size": args.block_size, "steps": args.steps,
+                "warmup_steps": args.warmup_steps, "compile": compile_model, "peak_flops": peak}
+    return {"benchmark": "train", **info, "settings": settings, "results": measurements, "table": table}
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
@@ -145,6 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for PyTorch (default: PyTorch's choice, usually one per core)")
     parser = argparse.ArgumentParser(description="Measure tinygpt's speed; print a markdown table and save JSON.")
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+
+    train = subparsers.add_parser(
+        "train", parents=[common], help="training tokens/s, and model FLOPs utilisation on known GPUs",
+        description="Training tokens/s (forward, backward, AdamW step) for the 10M presets with random data, "
+                    "with the device's training precision. MFU uses PEAK_BF16_FLOPS; 'unknown' for other devices.")
+    train.add_argument("--preset", nargs="+", choices=list(PRESETS), default=list(TEN_MILLION_PRESETS),
+                       help="model preset(s) to measure (default: vanilla modern)")
+    train.add_argument("--batch-size", type=positive_int, default=16, help="sequences per step (default: 16)")
+    train.add_argument("--block-size", type=positive_int, default=256, help="tokens per sequence (default: 256)")
+    train.add_argument("--steps", type=positive_int, default=10, help="timed steps (default: 10)")
+    train.add_argument("--warmup-steps", type=positive_int, default=3,
+                       help="untimed steps first, compilation included (default: 3)")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the model (default: on for CUDA, off elsewhere, as train.py)")
+    train.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_train.json",
+                       help="results file to write (default: experiments/results/bench_train.json)")
+    train.set_defaults(run=bench_train)
 
     generate = subparsers.add_parser(
         "generate", parents=[common], help="tokens/s of generation with and without the KV cache",
