@@ -94,7 +94,8 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
     bf16 = "native bf16" if cpu_has_fast_bf16() else "no native bf16"
-    return f"CPU ({cpu_name()}, {torch.get_num_threads()} threads, {bf16})"
+    threads = torch.get_num_threads()
+    return f"CPU ({cpu_name()}, {threads} thread{'s' if threads != 1 else ''}, {bf16})"
 
 
 def cpu_name() -> str:

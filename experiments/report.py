@@ -163,14 +163,28 @@ def speed_section(result: dict, docs_dir: Path) -> list[str]:
             *table(header, [row]), "", provenance_text(result)]
 
 
+def bench_section(result: dict, docs_dir: Path) -> list[str]:
+    """A bench.py results file: its own table, and how it was measured."""
+    load = result.get("load_average_at_start")
+    busy = f"; 1-minute load average at the start {load:.2f}" if load is not None else ""
+    return [f"## bench {result['benchmark']}: `python {result['command']}`", "",
+            f"Written by bench.py to `experiments/results/bench_{result['benchmark']}.json`.", "",
+            result["table"], "",
+            f"Device: {result['device']}; torch {result['torch']}; commit {(result['git_commit'] or '?')[:10]}; "
+            f"{result['date']}{busy}."]
+
+
 SECTIONS = {"swap": swap_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
-            "speed": speed_section}
+            "speed": speed_section, "bench": bench_section}
 
 
 def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common.DOCS_DIR) -> Path:
     """Write docs_dir/results.md (and the plots) from every results_dir/*.json; returns its path."""
     results_dir, docs_dir = Path(results_dir), Path(docs_dir)
     results = [json.loads(path.read_text()) for path in results_dir.glob("*.json")]
+    for result in results:  # bench.py's files name their benchmark instead
+        if "benchmark" in result:
+            result.update(name=f"bench_{result['benchmark']}", kind="bench")
     results.sort(key=lambda result: (ORDER.index(result["name"]) if result["name"] in ORDER else len(ORDER),
                                      result["name"]))
     source = Path(os.path.relpath(results_dir.resolve(), docs_dir.resolve())).as_posix()
@@ -186,7 +200,22 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
     docs_dir.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {common.display_path(path)}", flush=True)
+    if docs_dir.resolve() == (common.ROOT / "docs").resolve():
+        update_readme(lines[1:], common.ROOT / "README.md")
     return path
+
+
+def update_readme(lines: list[str], readme: Path) -> None:
+    """Put the results page into the README between its results markers, headings one level down and
+    image links made relative to the repository root."""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return
+    body = "\n".join(("#" + line if line.startswith("## ") else line) for line in lines)
+    body = body.replace("](plots/", "](docs/plots/").replace("../experiments/", "experiments/")
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> None:
