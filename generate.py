@@ -32,6 +32,7 @@ import torch
 
 from device import DEVICES, DTYPES, describe_device, pick_device, pick_inference_dtype
 from model import GPT, GPTConfig, load_checkpoint
+from model import check_sampling_settings as check_model_sampling_settings
 from tokenizer import Tokenizer, tokenizer_from_state
 
 DEFAULT_MAX_NEW_TOKENS = 500
@@ -81,15 +82,9 @@ def default_prompt(tokenizer: Tokenizer) -> str:
 
 def check_sampling_settings(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raise ValueError, saying which and why, if a sampling setting is out of range."""
-    # Written as `not (allowed)` so that NaN, which fails every comparison, is refused too.
     if not max_new_tokens >= 1:
         raise ValueError(f"max-new-tokens must be at least 1, not {max_new_tokens}")
-    if not 0 <= temperature < float("inf"):
-        raise ValueError(f"temperature must be a number >= 0 (0 picks the most likely token), not {temperature}")
-    if top_k is not None and not top_k >= 1:
-        raise ValueError(f"top-k must be at least 1 (the number of candidates kept), not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top-p must be in (0, 1] (1 keeps every token), not {top_p}")
+    check_model_sampling_settings(temperature, top_k, top_p)
 
 
 class StreamDecoder:

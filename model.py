@@ -416,6 +416,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     top_p keeps the smallest set of most likely tokens whose probability reaches top_p, and one token
     is drawn from what is left.
     """
+    check_sampling_settings(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -432,6 +433,17 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         logits = logits.masked_fill(drop, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def check_sampling_settings(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise ValueError, saying which and why, if a sampling setting is out of range."""
+    # Written as `not (allowed)` so that NaN, which fails every comparison, is refused too.
+    if not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be a number >= 0 (0 picks the most likely token), not {temperature}")
+    if top_k is not None and not top_k >= 1:
+        raise ValueError(f"top-k must be at least 1 (the number of candidates kept), not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top-p must be in (0, 1] (1 keeps every token), not {top_p}")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:

@@ -347,6 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
         evals_without_improvement = checkpoint["evals_without_improvement"]
         batch_generator.set_state(checkpoint["rng"]["batches"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:  # dropout draws on the GPU
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"].cpu(), device)
     model = torch.compile(raw_model) if args.compile else raw_model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
@@ -375,7 +377,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val_loss,
                 "evals_without_improvement": evals_without_improvement,
                 "elapsed_s": elapsed_before + time.time() - run_start, "train_s": train_seconds,
-                "rng": {"torch": torch.get_rng_state(), "batches": batch_generator.get_state()},
+                "rng": {"torch": torch.get_rng_state(), "batches": batch_generator.get_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
                 "interval_loss": interval_loss, "interval_steps": interval_steps,  # train loss since the last eval
                 "args": vars(args)}
 

@@ -22,7 +22,8 @@ if __package__ in (None, ""):  # run as `python experiments/report.py`: make the
 
 from experiments import common  # noqa: E402
 
-ORDER = ("norm", "mlp", "pos", "modern", "kvcache", "tokenizers", "speed")  # others follow, by name
+ORDER = ("default_cpu", "default_cuda", "default_mps", "norm", "mlp", "pos", "modern", "kvcache", "tokenizers",
+         "speed")  # others follow, by name
 
 
 def spread_text(stat: dict | None, spec: str = ".4f") -> str:
@@ -163,28 +164,45 @@ def speed_section(result: dict, docs_dir: Path) -> list[str]:
             *table(header, [row]), "", provenance_text(result)]
 
 
+def default_run_section(result: dict, docs_dir: Path) -> list[str]:
+    """What `python train.py` with no flags reaches on one device, and how long the whole process took."""
+    run = result["variants"][0]["runs"][0]
+    header = ["device", "model", "params", "steps", "best val loss", "best val bpc", "whole process (s)",
+              "train.py clock (s)", "tokens/s"]
+    row = [result["provenance"]["device"], run["config"]["norm"] + "/" + run["config"]["mlp"] + "/"
+           + run["config"]["pos"] + f", {run['config']['n_layer']}x{run['config']['n_embd']}",
+           f"{run['params']:,}", str(run["final_step"]), f"{run['best_val_loss']:.4f}", f"{run['best_val_bpc']:.3f}",
+           f"{run['process_seconds']:.0f}", f"{run['elapsed_s']:.0f}", optional(run["tokens_per_sec"], ",.0f")]
+    text = ("The whole process: start-up, data, training, evaluations and checkpoints (the end-of-run sample is "
+            "not included); train.py's clock starts after set-up.")
+    return [f"## {result['name']}: {result['title']}", "", text, "", setting_text(result, [run["seed"]]), "",
+            *table(header, [row]), "", provenance_text(result)]
+
+
 def bench_section(result: dict, docs_dir: Path) -> list[str]:
     """A bench.py results file: its own table, and how it was measured."""
     load = result.get("load_average_at_start")
     busy = f"; 1-minute load average at the start {load:.2f}" if load is not None else ""
-    return [f"## bench {result['benchmark']}: `python {result['command']}`", "",
-            f"Written by bench.py to `experiments/results/bench_{result['benchmark']}.json`.", "",
+    return [f"## {result['name']}: `python {result['command']}`", "",
+            f"Written by bench.py to `experiments/results/{result['name']}.json`.", "",
             result["table"], "",
             f"Device: {result['device']}; torch {result['torch']}; commit {(result['git_commit'] or '?')[:10]}; "
             f"{result['date']}{busy}."]
 
 
 SECTIONS = {"swap": swap_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
-            "speed": speed_section, "bench": bench_section}
+            "speed": speed_section, "bench": bench_section, "default_run": default_run_section}
 
 
 def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common.DOCS_DIR) -> Path:
     """Write docs_dir/results.md (and the plots) from every results_dir/*.json; returns its path."""
     results_dir, docs_dir = Path(results_dir), Path(docs_dir)
-    results = [json.loads(path.read_text()) for path in results_dir.glob("*.json")]
-    for result in results:  # bench.py's files name their benchmark instead
-        if "benchmark" in result:
-            result.update(name=f"bench_{result['benchmark']}", kind="bench")
+    results = []
+    for path in sorted(results_dir.glob("*.json")):
+        result = json.loads(path.read_text())
+        if "benchmark" in result:  # bench.py's files: named by their file, as one benchmark can have several
+            result.update(name=path.stem, kind="bench")
+        results.append(result)
     results.sort(key=lambda result: (ORDER.index(result["name"]) if result["name"] in ORDER else len(ORDER),
                                      result["name"]))
     source = Path(os.path.relpath(results_dir.resolve(), docs_dir.resolve())).as_posix()
@@ -194,28 +212,42 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
              "files also hold every run's train.py command and metrics."]
     if not results:
         lines += ["", "No results yet: run an experiment."]
-    for result in results:
-        lines += ["", *SECTIONS[result["kind"]](result, docs_dir)]
+    sections = {result["name"]: SECTIONS[result["kind"]](result, docs_dir) for result in results}
+    for section in sections.values():
+        lines += ["", *section]
     path = docs_dir / "results.md"
     docs_dir.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {common.display_path(path)}", flush=True)
-    if docs_dir.resolve() == (common.ROOT / "docs").resolve():
-        update_readme(lines[1:], common.ROOT / "README.md")
+    if docs_dir.resolve() == (common.ROOT / "docs").resolve():  # the real docs, not a test's copy
+        fill_marked_block(common.ROOT / "README.md", "results", lines[1:], "docs/")
+        for doc, names in MARKED_DOCS.items():
+            chosen = [line for name in names if name in sections for line in ["", *sections[name]]]
+            fill_marked_block(docs_dir / doc, "results", chosen or ["", "Not measured yet."], "")
     return path
 
 
-def update_readme(lines: list[str], readme: Path) -> None:
-    """Put the results page into the README between its results markers, headings one level down and
-    image links made relative to the repository root."""
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
+# Other pages that show some results sections, between <!-- results:start --> and <!-- results:end -->.
+MARKED_DOCS = {
+    "training.md": ("default_cpu", "default_cuda", "default_mps", "bench_train"),
+    "generation.md": ("bench_generate", "kvcache"),
+    "tokenization.md": ("tokenizers",),
+}
+
+
+def fill_marked_block(page: Path, marker: str, lines: list[str], docs_prefix: str) -> None:
+    """Replace what stands between a page's <!-- MARKER:start --> and <!-- MARKER:end --> with lines,
+    headings one level down and links rewritten for a page at the repository root (docs_prefix "docs/")
+    or inside docs/ (docs_prefix "")."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if not page.exists() or start not in (text := page.read_text()) or end not in text:
         return
     body = "\n".join(("#" + line if line.startswith("## ") else line) for line in lines)
-    body = body.replace("](plots/", "](docs/plots/").replace("../experiments/", "experiments/")
+    body = body.replace("](plots/", f"]({docs_prefix}plots/")
+    if docs_prefix:
+        body = body.replace("../experiments/", "experiments/")
     head, rest = text.split(start, 1)
-    readme.write_text(head + start + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1])
+    page.write_text(head + start + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import common, speed, swaps, tokenizers
+from experiments import common, default_run, speed, swaps, tokenizers
 
 TOY = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 10 --eval-interval 5 "
        "--eval-windows 4 --warmup-iters 2")
@@ -33,6 +33,7 @@ def suite(tmp_path_factory, corpus_path):
         swaps.main(["norm", "kvcache", "--seeds", "1", "--new-tokens", "12", "--repeats", "1", *shared])
         tokenizers.main(["--vocab-sizes", "300", *shared])
         speed.main(["--target-loss", "4.0", *shared])
+        default_run.main(shared)
     return dirs
 
 
@@ -123,6 +124,16 @@ def test_speed_finds_the_first_evaluation_at_the_target(suite):
     assert result["reached"] and result["step_at_target"] == first["step"]
     assert result["time_to_target_s"] == first["elapsed_s"]
     assert table_row(section(suite, "speed"), result["provenance"]["device"])[5] == f"{first['elapsed_s']:.1f}"
+
+
+def test_default_run_records_what_train_py_wrote(suite):
+    result = load(suite, "default_cpu")
+    run = result["variants"][0]["runs"][0]
+    records = metrics_of(run)
+    assert result["preset"] == "small"  # train.py's CPU default
+    assert run["best_val_loss"] == min(r["val_loss"] for r in records)
+    row = table_row(section(suite, "default_cpu"), result["provenance"]["device"])
+    assert row[4] == f"{run['best_val_loss']:.4f}" and row[3] == str(records[-1]["step"])
 
 
 def test_compile_estimate_is_the_first_interval_beyond_the_later_pace():

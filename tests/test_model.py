@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from model import GPT, MLPS, NORMS, POSITIONS, GPTConfig, apply_rotary_emb, rope_tables
+from model import GPT, MLPS, NORMS, POSITIONS, GPTConfig, apply_rotary_emb, rope_tables, sample_next
 
 ALL_SWITCHES = list(itertools.product(NORMS, MLPS, POSITIONS))
 
@@ -213,3 +213,12 @@ def test_tiny_model_can_memorise_one_batch(preset_parts):
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.1  # from ln(23) = 3.1 at the start
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top-k"), (dict(top_p=0.0), "top-p"),
+    (dict(top_p=1.5), "top-p"), (dict(temperature=float("nan")), "temperature"),
+])
+def test_sampling_refuses_settings_out_of_range(settings, message):
+    with pytest.raises(ValueError, match=message):
+        sample_next(torch.zeros(1, 5), **settings)

@@ -1,0 +1,47 @@
+"""
+The run a newcomer gets: `python train.py` with no flags, on this machine's device.
+
+    python -m experiments.default_run
+
+train.py picks the preset and recipe for the device (the `small` model on a CPU, the 10M `modern` one
+on a GPU). This records what that run reaches and how long it takes, from the whole process (start-up,
+data, training, evaluations, checkpoints) and from train.py's own clock, so docs/training.md can say
+what to expect per device from measured runs only. Writes experiments/results/default_<device>.json,
+then regenerates docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python experiments/default_run.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device import pick_device  # noqa: E402
+from experiments import common, report  # noqa: E402
+from model import load_checkpoint  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description="Measure train.py's default run on this device.",
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    common.add_run_args(parser)
+    args = parser.parse_args(argv)
+    device_type = pick_device(args.device).type
+    out_dir = args.runs_dir / f"default-{device_type}"
+    run = common.train_run([*common.base_flags(args), *shlex.split(args.train_args)], out_dir, args.rerun)
+    preset = load_checkpoint(out_dir / "last.pt")["args"]["preset"]
+    result = {"name": f"default_{device_type}", "kind": "default_run", "preset": preset,
+              "title": f"python train.py with its defaults, on {device_type}", "device_type": device_type,
+              "variants": [common.variant_result("default", [run])],
+              "provenance": common.provenance("default_run", argv, args)}
+    common.write_result(result, args.results_dir)
+    report.build_report(args.results_dir, args.docs_dir)
+
+
+if __name__ == "__main__":
+    main()
