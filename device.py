@@ -11,11 +11,11 @@ Precision (what autocast computes matrix products in), chosen per device by meas
 Weights and optimizer state always stay in float32; only the forward/backward math is lowered.
 
 Generation is different: decoding one token multiplies every weight matrix by a single vector, so
-its speed is set by how fast the weights stream from memory, not by arithmetic. pick_inference_dtype
-stores the weights themselves in bfloat16 on CUDA, and on CPUs with native bf16 units (half the bytes
-to read). On CPUs without them it stays float32: decoding alone would still gain, but every prompt
-prefill and context-window slide is arithmetic-bound, and emulated bf16 makes those several times
-slower (see docs/generation.md for both measured).
+its speed is set by how fast the weights stream from memory, not by arithmetic. Generation therefore
+stores the weights themselves in the precision pick_dtype chooses: bfloat16 on CUDA and on CPUs with
+native bf16 units (half the bytes to read). On CPUs without them it stays float32: decoding alone
+would still gain, but every prompt prefill and context-window slide is arithmetic-bound, and emulated
+bf16 makes those several times slower (see docs/generation.md).
 """
 
 from __future__ import annotations
@@ -53,25 +53,13 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
-    """The autocast precision for this device (see the module docstring), or the requested one."""
+    """The precision for this device (see the module docstring), or the requested one: what autocast
+    computes in during training, and what generation stores the weights in."""
     if requested not in DTYPES:
         raise ValueError(f"unknown dtype {requested!r}; choose one of {', '.join(DTYPES)}")
     if requested != "auto":
         if device.type == "cpu" and DTYPES[requested] == torch.float16:
             raise ValueError("float16 autocast is for GPUs; on the CPU use bfloat16 or float32")
-        return DTYPES[requested]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-def pick_inference_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
-    """The dtype to store weights in for generation (see the module docstring), or the requested one."""
-    if requested not in DTYPES:
-        raise ValueError(f"unknown dtype {requested!r}; choose one of {', '.join(DTYPES)}")
-    if requested != "auto":
         return DTYPES[requested]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
