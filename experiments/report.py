@@ -229,8 +229,8 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
 
 # Other pages that show some results sections, between <!-- results:start --> and <!-- results:end -->.
 MARKED_DOCS = {
-    "training.md": ("default_cpu", "default_cuda", "default_mps", "bench_train"),
-    "generation.md": ("bench_generate", "kvcache"),
+    "training.md": ("default_cpu", "default_cuda", "default_mps", "bench_train", "bench_train_compile"),
+    "generation.md": ("bench_generate", "bench_generate_bf16", "kvcache"),
     "tokenization.md": ("tokenizers",),
 }
 
