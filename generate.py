@@ -31,7 +31,7 @@ from typing import NoReturn
 import torch
 
 from device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
-from model import GPT, GPTConfig, load_checkpoint
+from model import GPT, load_checkpoint
 from model import check_sampling_settings as check_model_sampling_settings
 from tokenizer import Tokenizer, tokenizer_from_state
 
@@ -64,10 +64,9 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
     if "tokenizer" not in checkpoint:
         raise ValueError(f"{path} has no tokenizer inside, so its token ids cannot be turned into text")
     try:
-        model = GPT(GPTConfig(**checkpoint["config"]))
-        model.load_state_dict(checkpoint["model"])
-    except (TypeError, RuntimeError) as error:  # a config field or weights this model.py does not have
-        raise ValueError(f"{path} does not match this version of model.py: {error}") from error
+        model = GPT.from_checkpoint(checkpoint, device)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
     try:
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
     except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"

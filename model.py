@@ -399,11 +399,15 @@ class GPT(nn.Module):
         return torch.cat([idx, *new], dim=1)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> GPT:
-        """Rebuild a model from a checkpoint file alone (its config and weights), in eval mode."""
-        checkpoint = load_checkpoint(path, device)
-        model = cls(GPTConfig(**checkpoint["config"]))
-        model.load_state_dict(checkpoint["model"])
+    def from_checkpoint(cls, source: str | Path | dict, device: str | torch.device = "cpu") -> GPT:
+        """Rebuild a model from a checkpoint alone (its config and weights), in eval mode. source is a
+        file, or a checkpoint already read by load_checkpoint (to read a file once for several uses)."""
+        checkpoint = source if isinstance(source, dict) else load_checkpoint(source, device)
+        try:
+            model = cls(GPTConfig(**checkpoint["config"]))
+            model.load_state_dict(checkpoint["model"])
+        except (TypeError, RuntimeError) as error:  # a config field or weights this model.py does not have
+            raise ValueError(f"the checkpoint does not match this version of model.py: {error}") from error
         return model.to(device).eval()
 
 
