@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as `python experiments/report.py`: make the
 
 from experiments import common  # noqa: E402
 
-ORDER = ("default_cpu", "default_cuda", "default_mps", "norm", "mlp", "pos", "modern", "kvcache", "tokenizers",
-         "speed")  # others follow, by name
+ORDER = ("default_cpu", "default_cuda", "default_mps", "final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos",
+         "modern", "kvcache", "tokenizers", "speed")  # others follow, by name
 
 
 def spread_text(stat: dict | None, spec: str = ".4f") -> str:
@@ -49,6 +49,9 @@ def setting_text(result: dict, seeds: list[int]) -> str:
     config, schedule = run["config"], run["schedule"]
     size = ("CPU-sized default; `--full` trains the 10M presets with the GPU recipe" if result.get("setting") == "cpu"
             else "the 10M presets with train.py's GPU recipe" if result.get("setting") == "full"
+            else "the 10M presets with the CPU schedule in experiments/final.py"
+            if result.get("kind") == "final" and result["device_type"] == "cpu"
+            else "the 10M presets with train.py's GPU recipe" if result.get("kind") == "final"
             else f"preset {result.get('preset')} with train.py's defaults for the device")
     windows = schedule["eval_windows"] or "all"
     accumulation = f" × {schedule['grad_accum']} micro-batches" if schedule["grad_accum"] > 1 else ""
@@ -102,6 +105,32 @@ def swap_section(result: dict, docs_dir: Path) -> list[str]:
                      spread_text(summary["tokens_per_sec"], ",.0f")])
     title = f"{result['name']}: {result['title']}"
     return [f"## {title}", "", setting_text(result, result["seeds"]), "", *table(header, rows),
+            *plot(result["name"], curves_of(result["variants"], "val_loss"), docs_dir, title,
+                  "val loss (nats per token)"),
+            "", provenance_text(result)]
+
+
+def final_section(result: dict, docs_dir: Path) -> list[str]:
+    """Vanilla against modern at full size: parameters, val loss, time, and the gap between them."""
+    steps = list(result["variants"][0]["summary"]["val_loss_at"])
+    header = ["preset", "params", *[f"val loss @ {step}" for step in steps], "best val loss", "best val bpc",
+              "train time (s)", "whole process (s)", "tokens/s"]
+    rows = []
+    for variant in result["variants"]:
+        summary = variant["summary"]
+        rows.append([variant["name"], f"{variant['params']:,}",
+                     *[spread_text(summary["val_loss_at"][step]) for step in steps],
+                     spread_text(summary["best_val_loss"]), spread_text(summary["best_val_bpc"], ".3f"),
+                     spread_text(summary["elapsed_s"], ".0f"), spread_text(summary["process_seconds"], ".0f"),
+                     spread_text(summary["tokens_per_sec"], ",.0f")])
+    vanilla, modern = (variant["summary"] for variant in result["variants"])
+    gap = modern["best_val_loss"]["mean"] - vanilla["best_val_loss"]["mean"]
+    time_ratio = modern["elapsed_s"]["mean"] / vanilla["elapsed_s"]["mean"]
+    text = (f"Both presets as model.py defines them, trained by train.py with the same data, steps, schedule, "
+            f"dropout and seeds. Modern minus vanilla, best val loss: {gap:+.4f}; modern's train time is "
+            f"{time_ratio:.2f}× vanilla's. Whole process: train.py from start to exit, set-up included.")
+    title = f"{result['name']}: {result['title']}"
+    return [f"## {title}", "", text, "", setting_text(result, result["seeds"]), "", *table(header, rows),
             *plot(result["name"], curves_of(result["variants"], "val_loss"), docs_dir, title,
                   "val loss (nats per token)"),
             "", provenance_text(result)]
@@ -190,7 +219,7 @@ def bench_section(result: dict, docs_dir: Path) -> list[str]:
             f"{result['date']}{busy}."]
 
 
-SECTIONS = {"swap": swap_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
+SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import common, default_run, speed, swaps, tokenizers
+from experiments import common, default_run, final, speed, swaps, tokenizers
 
 TOY = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 10 --eval-interval 5 "
        "--eval-windows 4 --warmup-iters 2")
@@ -23,7 +23,8 @@ TOY = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, corpus_path):
-    """Run the swaps (norm and kvcache), tokenizers and speed experiments once, into one results folder."""
+    """Run the swaps (norm and kvcache), tokenizers, speed, default-run and final experiments once, into one
+    results folder."""
     root = tmp_path_factory.mktemp("experiments")
     dirs = {"results": root / "results", "docs": root / "docs", "runs": root / "runs"}
     shared = [f"--train-args={TOY}", "--data", str(corpus_path), "--device", "cpu", "--results-dir",
@@ -34,6 +35,7 @@ def suite(tmp_path_factory, corpus_path):
         tokenizers.main(["--vocab-sizes", "300", *shared])
         speed.main(["--target-loss", "4.0", *shared])
         default_run.main(shared)
+        final.main(shared)
     return dirs
 
 
@@ -136,6 +138,25 @@ def test_default_run_records_what_train_py_wrote(suite):
     assert row[4] == f"{run['best_val_loss']:.4f}" and row[3] == str(records[-1]["step"])
 
 
+def test_final_comparison_trains_both_presets_the_same_way(suite):
+    result = load(suite, "final_cpu")
+    vanilla, modern = result["variants"]
+    assert (vanilla["name"], modern["name"]) == ("vanilla", "modern")
+    assert set(modern["config_diff"]) == {"norm", "mlp", "pos", "bias"}  # the architecture, nothing else
+    for variant in result["variants"]:
+        run = variant["runs"][0]
+        without_preset_and_folder = run["command"].replace(f"--preset {variant['name']} ", "").replace(
+            f"/{variant['name']}/", "/")
+        assert without_preset_and_folder == vanilla["runs"][0]["command"].replace("--preset vanilla ", "").replace(
+            "/vanilla/", "/")
+        assert "--max-iters 800" in run["command"]  # the CPU schedule (the toy flags come after it and win)
+        assert run["best_val_loss"] == min(r["val_loss"] for r in metrics_of(run))
+        row = table_row(section(suite, "final_cpu"), variant["name"])
+        assert row[1] == f"{variant['params']:,}" and f"{run['best_val_loss']:.4f}" in row
+    gap = modern["summary"]["best_val_loss"]["mean"] - vanilla["summary"]["best_val_loss"]["mean"]
+    assert f"best val loss: {gap:+.4f}" in section(suite, "final_cpu")
+
+
 def test_compile_estimate_is_the_first_interval_beyond_the_later_pace():
     records = [{"step": 0, "elapsed_s": 1.0}, {"step": 10, "elapsed_s": 31.0}, {"step": 20, "elapsed_s": 41.0},
                {"step": 25, "elapsed_s": 46.0}]
@@ -151,7 +172,7 @@ def test_a_finished_run_is_reused_and_the_report_covers_every_results_file(suite
     assert capsys.readouterr().out.count("reusing") == 2
     assert load(suite, "norm")["variants"] == before["variants"]
     text = (suite["docs"] / "results.md").read_text()
-    for name in ("norm", "kvcache", "tokenizers", "speed"):
+    for name in ("norm", "kvcache", "tokenizers", "speed", "default_cpu", "final_cpu"):
         assert f"\n## {name}:" in text
 
 
