@@ -258,6 +258,40 @@ def setup_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), local_rank, dist.get_world_size()
 
 
+def rng_states(device: torch.device, world: int) -> list[dict]:
+    """Every process's dropout random state, in rank order (each rank draws its own masks). Under DDP
+    every rank must call this at the same point: the states are gathered from all of them."""
+    state = {"torch": torch.get_rng_state(),
+             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    if world == 1:
+        return [state]
+    states = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def restore_rng_state(saved: list[dict], rank: int, step: int, seed: int, device: torch.device) -> None:
+    """Continue this rank's dropout random stream from a checkpoint. A rank the saving run did not have
+    (resumed on more processes) starts a fresh stream, seeded from --seed, its rank and the step."""
+    if rank >= len(saved):
+        torch.manual_seed(seed + rank + 1_000_003 * step)
+        return
+    torch.set_rng_state(saved[rank]["torch"])
+    if device.type == "cuda" and saved[rank]["cuda"] is not None:  # dropout draws on the GPU
+        torch.cuda.set_rng_state(saved[rank]["cuda"].cpu(), device)
+
+
+def stop_requested(stop_signal: list, world: int, device: torch.device) -> bool:
+    """Whether Ctrl-C or SIGTERM has arrived. Under DDP the ranks decide together: a signal can reach one
+    process a step before another, and a rank that stopped alone would leave the others waiting for it in
+    the next gradient all-reduce forever. The cost is one one-number all-reduce per step."""
+    if world == 1:
+        return bool(stop_signal)
+    flag = torch.tensor(float(bool(stop_signal)), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag.item() > 0
+
+
 def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
     """The preset with every architecture flag the user gave applied on top."""
     overrides = {name: getattr(args, name) for name in ARCHITECTURE_FLAGS if getattr(args, name) is not None}
@@ -346,9 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
         step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
         evals_without_improvement = checkpoint["evals_without_improvement"]
         batch_generator.set_state(checkpoint["rng"]["batches"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:  # dropout draws on the GPU
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"].cpu(), device)
+        restore_rng_state(checkpoint["rng"]["ranks"], rank, step, args.seed, device)
     model = torch.compile(raw_model) if args.compile else raw_model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
@@ -372,13 +404,12 @@ def main(argv: list[str] | None = None) -> dict:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous_handlers[signum] = signal.signal(signum, lambda signum, frame: stop_signal.append(signum))
 
-    def checkpoint_state() -> dict:
+    def checkpoint_state(rank_rng_states: list[dict]) -> dict:
         return {"model": raw_model.state_dict(), "config": asdict(config), "tokenizer": tokenizer.state_dict(),
                 "optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val_loss,
                 "evals_without_improvement": evals_without_improvement,
                 "elapsed_s": elapsed_before + time.time() - run_start, "train_s": train_seconds,
-                "rng": {"torch": torch.get_rng_state(), "batches": batch_generator.get_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+                "rng": {"batches": batch_generator.get_state(), "ranks": rank_rng_states},
                 "interval_loss": interval_loss, "interval_steps": interval_steps,  # train loss since the last eval
                 "args": vars(args)}
 
@@ -430,20 +461,22 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{' *' if improved else '  '} | lr {record['lr']:.2e} | {tokens_per_sec:8,.0f} tok/s | "
                 f"{format_seconds(elapsed)} elapsed, {format_seconds(time_left)} left", flush=True)
             interval_loss, interval_steps = torch.zeros((), device=device), 0  # logged; saved below as a fresh start
+            saved_rng = rng_states(device, world)
             if is_main:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 if improved:
-                    save_checkpoint(checkpoint_state(), best_path)
-                save_checkpoint(checkpoint_state(), last_path)
+                    save_checkpoint(checkpoint_state(saved_rng), best_path)
+                save_checkpoint(checkpoint_state(saved_rng), last_path)
             interval_start = time.time()
             if args.patience and evals_without_improvement >= args.patience:
                 log(f"early stop: val loss has not improved for {args.patience} evaluations")
                 break
         if last_step:
             break
-        if stop_signal or (args.stop_after_iters and step - start_step >= args.stop_after_iters):
-            stopped_by = "signal" if stop_signal else "stop-after-iters"
+        signalled = stop_requested(stop_signal, world, device)
+        if signalled or (args.stop_after_iters and step - start_step >= args.stop_after_iters):
+            stopped_by = "signal" if signalled else "stop-after-iters"
             break
 
         # One optimizer step: grad_accum micro-batches, each process taking its own slice of the batch.
@@ -479,9 +512,13 @@ def main(argv: list[str] | None = None) -> dict:
         if handler is not None:  # None: installed outside Python, so it cannot be put back from here
             signal.signal(signum, handler)
 
+    saved_rng = rng_states(device, world) if stopped_by else None
+    if stopped_by and world > 1:  # each rank holds the train loss of its own slices: save their mean
+        dist.all_reduce(interval_loss)
+        interval_loss /= world
     if is_main:
         if stopped_by:
-            save_checkpoint(checkpoint_state(), last_path)
+            save_checkpoint(checkpoint_state(saved_rng), last_path)
             log(f"stopped at step {step} ({stopped_by}); {last_path} saved: --resume continues the run")
         metrics_file.close()
         write_loss_plot(out_dir)
@@ -495,7 +532,7 @@ def main(argv: list[str] | None = None) -> dict:
         print_sample(best_path, device, args.sample_tokens)
     if world > 1:
         dist.destroy_process_group()
-    if stop_signal:
+    if stopped_by == "signal":
         raise SystemExit(0)
     return summary
 

@@ -1,10 +1,14 @@
 """Data parallel training through torchrun: two processes on the CPU (gloo) must follow the same loss
-trajectory as one process with the same global batch, and checkpoints move freely between the two."""
+trajectory as one process with the same global batch, checkpoints move freely between the two, a resumed
+run continues every rank's dropout stream, and a signal that reaches one rank stops them all together."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,15 +21,21 @@ TINY = ["--device", "cpu", "--preset", "small", "--n-layer", "1", "--n-embd", "3
         "--sample-tokens", "0", "--lr", "3e-3", "--warmup-iters", "2"]
 
 
-def run_train(args: list[str], processes: int, corpus: Path) -> None:
-    """Run train.py in one process, or under torchrun with several."""
-    env = {**os.environ, "TINYGPT_DATA": str(corpus), "OMP_NUM_THREADS": "1"}
+def train_command(args: list[str], processes: int) -> list[str]:
+    """train.py in one process, or under torchrun with several."""
     if processes == 1:
-        command = [sys.executable, "train.py"]
-    else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={processes}", "train.py"]
-    result = subprocess.run(command + TINY + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        return [sys.executable, "train.py", *TINY, *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "train.py", *TINY, *args]
+
+
+def train_env(corpus: Path) -> dict:
+    return {**os.environ, "TINYGPT_DATA": str(corpus), "OMP_NUM_THREADS": "1"}
+
+
+def run_train(args: list[str], processes: int, corpus: Path) -> None:
+    result = subprocess.run(train_command(args, processes), cwd=ROOT, env=train_env(corpus), capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -70,3 +80,51 @@ def test_checkpoints_move_between_ddp_and_single_process(tmp_path, corpus_path):
         reference = losses(tmp_path / "ref")[-1]
         assert final[0] == reference[0] == 6
         assert final[2] == pytest.approx(reference[2], abs=1e-4)
+
+
+def test_resume_under_ddp_continues_every_ranks_dropout_stream(tmp_path, corpus_path):
+    # With dropout on, each rank draws its own masks; a resumed run must go on drawing the same ones.
+    dropout = ["--dropout", "0.2", "--batch-size", "4", "--max-iters", "6"]
+    run_train([*dropout, "--out-dir", str(tmp_path / "whole")], 2, corpus_path)
+    run_train([*dropout, "--stop-after-iters", "4", "--out-dir", str(tmp_path / "split")], 2, corpus_path)
+    assert len(torch.load(tmp_path / "split" / "last.pt", weights_only=True)["rng"]["ranks"]) == 2
+    run_train([*dropout, "--resume", "--out-dir", str(tmp_path / "split")], 2, corpus_path)
+    assert losses(tmp_path / "split") == losses(tmp_path / "whole")
+
+
+def worker_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of torchrun's worker process with this rank, found through Linux's /proc."""
+    for process in Path("/proc").iterdir():
+        try:
+            parent = int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environment = (process / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher_pid and f"RANK={rank}".encode() in environment:
+            return int(process.name)
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker processes through /proc")
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, corpus_path):
+    # SIGTERM reaches rank 1 only: rank 0 must stop with it, save, and both exit cleanly (not hang).
+    launcher = subprocess.Popen(train_command(["--batch-size", "4", "--max-iters", "100000", "--eval-interval",
+                                               "1000", "--out-dir", str(tmp_path)], 2),
+                                cwd=ROOT, env=train_env(corpus_path), text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not ((tmp_path / "metrics.jsonl").exists() and (tmp_path / "metrics.jsonl").read_text().strip()):
+            assert launcher.poll() is None and time.monotonic() < deadline, "training never reached its first eval"
+            time.sleep(0.1)
+        rank_1 = worker_pid(launcher.pid, rank=1)
+        assert rank_1, "no worker process with RANK=1 under torchrun"
+        os.kill(rank_1, signal.SIGTERM)
+        stdout, stderr = launcher.communicate(timeout=120)
+    finally:  # a failed test must not leave a 100,000-step run behind
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, stderr
+    stopped = re.search(r"stopped at step (\d+) \(signal\)", stdout)
+    assert stopped, stdout + stderr
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == int(stopped.group(1))
