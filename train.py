@@ -250,11 +250,14 @@ def setup_distributed() -> tuple[int, int, int]:
     """Join the process group when launched by torchrun; returns (rank, local_rank, world_size)."""
     if "RANK" not in os.environ:
         return 0, 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
     local_rank = int(os.environ["LOCAL_RANK"])
-    if backend == "nccl":
+    if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
+        # NCCL carries the GPU tensors (gradients); gloo the CPU ones, such as the stop flag each step,
+        # which then needs no wait for the GPU.
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl")
+    else:
+        dist.init_process_group(backend="gloo")
     return dist.get_rank(), local_rank, dist.get_world_size()
 
 
@@ -281,13 +284,14 @@ def restore_rng_state(saved: list[dict], rank: int, step: int, seed: int, device
         torch.cuda.set_rng_state(saved[rank]["cuda"].cpu(), device)
 
 
-def stop_requested(stop_signal: list, world: int, device: torch.device) -> bool:
+def stop_requested(stop_signal: list, world: int) -> bool:
     """Whether Ctrl-C or SIGTERM has arrived. Under DDP the ranks decide together: a signal can reach one
     process a step before another, and a rank that stopped alone would leave the others waiting for it in
-    the next gradient all-reduce forever. The cost is one one-number all-reduce per step."""
+    the next gradient all-reduce forever. The cost is one one-number all-reduce per step, on the CPU so
+    that the GPU keeps running ahead."""
     if world == 1:
         return bool(stop_signal)
-    flag = torch.tensor(float(bool(stop_signal)), device=device)
+    flag = torch.tensor(float(bool(stop_signal)))
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return flag.item() > 0
 
@@ -474,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
                 break
         if last_step:
             break
-        signalled = stop_requested(stop_signal, world, device)
+        signalled = stop_requested(stop_signal, world)
         if signalled or (args.stop_after_iters and step - start_step >= args.stop_after_iters):
             stopped_by = "signal" if signalled else "stop-after-iters"
             break
