@@ -20,6 +20,7 @@ and loss.png.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -535,6 +536,11 @@ def main(argv: list[str] | None = None) -> dict:
     if is_main and args.sample_tokens and not stopped_by:
         print_sample(best_path, device, args.sample_tokens)
     if world > 1:
+        # The DDP wrapper lives in reference cycles, so only a garbage collection frees it. Left to the one
+        # at interpreter exit, a gloo worker thread still releasing its work can no longer take the GIL and
+        # the process aborts ("terminate called without an active exception"): free it while Python runs.
+        del model
+        gc.collect()
         dist.destroy_process_group()
     if stopped_by == "signal":
         raise SystemExit(0)
