@@ -178,7 +178,8 @@ def bench_train(args: argparse.Namespace) -> dict:
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
-        config = GPTConfig.from_preset(preset, block_size=args.block_size)
+        overrides = {} if args.dropout is None else {"dropout": args.dropout}
+        config = GPTConfig.from_preset(preset, block_size=args.block_size, **overrides)
         raw_model = GPT(config).to(device)
         optimizer = make_optimizer(raw_model, argparse.Namespace(weight_decay=0.1, lr=1e-4, beta2=0.99), device)
         model = torch.compile(raw_model) if compile_model else raw_model
@@ -202,14 +203,16 @@ def bench_train(args: argparse.Namespace) -> dict:
         tokens_per_second = args.steps * args.batch_size * args.block_size / seconds
         params = raw_model.num_params()
         mfu = tokens_per_second * flops_per_token(config, params) / peak if peak else None
-        measurements.append({"preset": preset, "params": params, "tokens_per_s": round(tokens_per_second, 1),
+        measurements.append({"preset": preset, "params": params, "dropout": config.dropout,
+                             "tokens_per_s": round(tokens_per_second, 1),
                              "first_step_s": round(first_step, 2), "mfu": None if mfu is None else round(mfu, 4),
                              "flops_per_token": flops_per_token(config, params)})
-        rows.append([preset, f"{params / 1e6:.2f}M", info["device"], info["dtype"], "on" if compile_model else "off",
-                     f"{tokens_per_second:,.0f}", f"{first_step:.1f}", "unknown" if mfu is None else f"{mfu:.1%}"])
+        rows.append([preset, f"{params / 1e6:.2f}M", f"{config.dropout:g}", info["device"], info["dtype"],
+                     "on" if compile_model else "off", f"{tokens_per_second:,.0f}", f"{first_step:.1f}",
+                     "unknown" if mfu is None else f"{mfu:.1%}"])
         print(f"{preset}: {tokens_per_second:,.0f} tokens/s", flush=True)
-    table = markdown_table(["preset", "params", "device", "autocast", "compile", "train tok/s", "first step s",
-                            "MFU"], rows)
+    table = markdown_table(["preset", "params", "dropout", "device", "autocast", "compile", "train tok/s",
+                            "first step s", "MFU"], rows)
     settings = {"batch_size": args.batch_size, "block_size": args.block_size, "steps": args.steps,
                 "warmup_steps": args.warmup_steps, "compile": compile_model, "peak_flops": peak}
     return {"benchmark": "train", **info, "settings": settings, "results": measurements, "table": table}
@@ -248,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="untimed steps first, compilation included (default: 3)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the model (default: on for CUDA, off elsewhere, as train.py)")
+    train.add_argument("--dropout", type=float, default=None,
+                       help="dropout for every preset (default: the preset's own, as train.py --preset uses; "
+                            "on the CPU, attention dropout rules out the fused attention kernel)")
     train.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_train.json",
                        help="results file to write (default: experiments/results/bench_train.json)")
     train.set_defaults(run=bench_train)
