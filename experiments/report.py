@@ -259,8 +259,9 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
 # Other pages that show some results sections, between <!-- results:start --> and <!-- results:end -->.
 MARKED_DOCS = {
     "model.md": ("final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos", "modern"),
-    "training.md": ("default_cpu", "default_cuda", "default_mps", "bench_train", "bench_train_compile"),
-    "generation.md": ("bench_generate", "bench_generate_bf16", "kvcache"),
+    "training.md": ("default_cpu", "default_cuda", "default_mps", "bench_train", "bench_train_compile",
+                    "bench_train_cpu_bf16", "bench_train_cpu_bf16_dropout0"),
+    "generation.md": ("bench_generate", "bench_generate_bf16", "bench_generate_cpu_bf16", "kvcache"),
     "tokenization.md": ("tokenizers",),
 }
 
