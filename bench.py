@@ -36,6 +36,7 @@ from device import (
     pick_dtype,
     synchronize,
 )
+from generate import generate_tokens
 from model import GPT, PRESETS, GPTConfig
 
 RESULTS_DIR = Path("experiments/results")
@@ -94,8 +95,8 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
     generator = torch.Generator(device=device).manual_seed(0)
     synchronize(device)
     started = time.perf_counter()
-    for _ in model.generate_tokens(prompt, new_tokens, temperature=1.0, use_kv_cache=use_kv_cache,
-                                   generator=generator):
+    for _ in generate_tokens(model, prompt, new_tokens, temperature=1.0, use_kv_cache=use_kv_cache,
+                             generator=generator):
         pass
     synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
     return time.perf_counter() - started

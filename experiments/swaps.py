@@ -35,6 +35,7 @@ import torch  # noqa: E402
 
 from device import pick_device, synchronize  # noqa: E402
 from experiments import common, report  # noqa: E402
+from generate import generate  # noqa: E402
 from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
 from tokenizer import tokenizer_from_state  # noqa: E402
 
@@ -119,12 +120,12 @@ def print_swap(result: dict) -> None:
 def time_generation(model: GPT, prompt: torch.Tensor, new_tokens: int, use_kv_cache: bool, repeats: int,
                     device: torch.device) -> tuple[list[int], list[float]]:
     """Greedy generation timed `repeats` times (after one short untimed warm-up); (new token ids, seconds)."""
-    model.generate(prompt, 8, temperature=0.0, use_kv_cache=use_kv_cache)
+    generate(model, prompt, 8, temperature=0.0, use_kv_cache=use_kv_cache)
     seconds = []
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        ids = model.generate(prompt, new_tokens, temperature=0.0, use_kv_cache=use_kv_cache)
+        ids = generate(model, prompt, new_tokens, temperature=0.0, use_kv_cache=use_kv_cache)
         synchronize(device)
         seconds.append(time.perf_counter() - start)
     return ids[0, prompt.size(1):].tolist(), seconds

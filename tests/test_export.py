@@ -15,6 +15,7 @@ pytest.importorskip("safetensors")
 transformers = pytest.importorskip("transformers")
 
 import export  # noqa: E402  (after the skips: export needs safetensors)
+from generate import generate  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
 
@@ -120,7 +121,7 @@ def test_greedy_generation_matches_ours_and_decodes_with_the_saved_tokenizer(tmp
     # No special token ids: HF's defaults would be real characters here, and generate() would stop on them.
     assert hf_model.config.eos_token_id is None and hf_model.generation_config.eos_token_id is None
     prompt = torch.tensor([tokenizer.encode("ROMEO:\n")])
-    ours = model.generate(prompt, max_new_tokens=20, temperature=0)
+    ours = generate(model, prompt, max_new_tokens=20, temperature=0)
     theirs = hf_model.generate(prompt, max_new_tokens=20, do_sample=False)
     assert torch.equal(ours, theirs)
     chars = json.loads((tmp_path / "hf" / export.TOKENIZER_FILE).read_text())["chars"]

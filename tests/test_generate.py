@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import generate
-from generate import StreamDecoder, default_prompt, load, sample
-from model import GPT, PRESETS, GPTConfig, sample_next
+from generate import StreamDecoder, default_prompt, filter_logits, load, sample, sample_next
+from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +107,16 @@ def test_top_p_keeps_the_fewest_most_likely_tokens_that_reach_p():
     assert candidates(dominant, top_p=0.01) == {0}  # the most likely token is always kept
 
 
+def test_filter_logits_divides_by_the_temperature_and_puts_minus_infinity_on_dropped_tokens():
+    logits = torch.tensor([[1.0, 3.0, 3.0, 3.0, 0.0, 3.0]])
+    assert torch.equal(filter_logits(logits, temperature=2.0), logits / 2.0)
+    inf = float("inf")
+    assert torch.equal(filter_logits(logits, temperature=2.0, top_k=2),
+                       torch.tensor([[-inf, 1.5, 1.5, -inf, -inf, -inf]]))  # ties at the boundary: lower ids
+    greedy = filter_logits(logits, temperature=0, top_k=4)
+    assert greedy[0].isfinite().nonzero().flatten().tolist() == [1]  # the first of the maxima, whatever top_k says
+
+
 def test_temperature_zero_is_argmax(tokenizer):
     logits = torch.randn(8, 65)
     expected = logits.argmax(dim=-1, keepdim=True)
@@ -119,6 +129,15 @@ def test_temperature_zero_is_argmax(tokenizer):
         logits, _ = model(torch.tensor([ids]))
         ids.append(logits[0, -1].argmax().item())
     assert sample(model, tokenizer, "ROMEO:", 10, temperature=0) == tokenizer.decode(ids)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top-k"), (dict(top_p=0.0), "top-p"),
+    (dict(top_p=1.5), "top-p"), (dict(temperature=float("nan")), "temperature"),
+])
+def test_sampling_refuses_settings_out_of_range(settings, message):
+    with pytest.raises(ValueError, match=message):
+        sample_next(torch.zeros(1, 5), **settings)
 
 
 def test_same_seed_gives_the_same_text_and_different_seeds_differ(tokenizer):
