@@ -283,8 +283,9 @@ def generation_steps(entry: LoadedModel, ids: list[int], settings: GenerationSet
             shown.append(token_id)
         yield {"type": "token", "step": step, "id": token_id, "token": entry.token_text(token_id),
                "text": decoder.push(token_id), "kept": int((after > 0).sum()),
-               "candidates": [{"id": i, "text": entry.token_text(i), "before": before[i].item(),
-                               "after": after[i].item()} for i in shown]}
+               "candidates": [{"id": i, "text": entry.token_text(i), "before": p_before, "after": p_after}
+                              for i, p_before, p_after in zip(shown, before[shown].tolist(), after[shown].tolist(),
+                                                              strict=True)]}
     yield {"type": "end", "reason": "length", "steps": settings.max_new_tokens, "text": decoder.flush()}
 
 
@@ -462,9 +463,13 @@ class InspectorHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own refusals (a garbled request line, an unsupported method) as JSON too."""
+        """http.server's own refusals (a garbled request line, an unknown method) as JSON too, always
+        with a status line, and an unknown method as 405 (the client's mistake) rather than 501."""
         self.close_connection = True
-        self.send_json({"error": message or HTTPStatus(code).phrase}, HTTPStatus(code))
+        if self.request_version == "HTTP/0.9":  # the request line was not understood: answer in HTTP/1.0
+            self.request_version = "HTTP/1.0"
+        status = HTTPStatus.METHOD_NOT_ALLOWED if code == HTTPStatus.NOT_IMPLEMENTED else HTTPStatus(code)
+        self.send_json({"error": message or status.phrase}, status)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if isinstance(code, HTTPStatus):

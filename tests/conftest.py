@@ -1,11 +1,18 @@
-"""Shared test fixtures: the real corpus, found the way the scripts find it."""
+"""Shared test fixtures: the real corpus, found the way the scripts find it; small trained checkpoints and
+the inspector server that serves them."""
 
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import data
 
+ROOT = Path(__file__).resolve().parents[1]
 SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
@@ -24,3 +31,74 @@ def corpus_path() -> Path:
 @pytest.fixture(scope="session")
 def corpus_text(corpus_path: Path) -> str:
     return data.read_text(corpus_path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The inspector: small trained checkpoints, and inspect_model.py running as a real server process
+
+# Switches of the two checkpoints the inspector tests compare side by side.
+INSPECTED_SWITCHES = {
+    "modern": ["--norm", "rmsnorm", "--mlp", "swiglu", "--pos", "rope", "--no-bias"],
+    "vanilla": ["--norm", "layernorm", "--mlp", "relu", "--pos", "learned", "--bias"],
+}
+
+
+@pytest.fixture(scope="session")
+def small_checkpoints(corpus_path: Path, tmp_path_factory) -> list[Path]:
+    """Two checkpoints (modern and vanilla switches, 2 layers x 2 heads, 32 wide, context 64) trained
+    for 100 steps by train.py's command line: a few seconds each on one core."""
+    import torch
+
+    import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small only loses from a second, busy thread
+    paths = []
+    try:
+        for name, switches in INSPECTED_SWITCHES.items():
+            out_dir = tmp_path_factory.mktemp(f"inspect-{name}")
+            train.main(["--data", str(corpus_path), "--out-dir", str(out_dir), "--device", "cpu", "--dtype", "float32",
+                        "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "64", "--dropout", "0",
+                        "--batch-size", "16", "--max-iters", "100", "--warmup-iters", "10", "--lr", "1e-2",
+                        "--eval-interval", "100", "--eval-windows", "4", "--sample-tokens", "0", *switches])
+            paths.append(out_dir / "best.pt")
+    finally:
+        torch.set_num_threads(threads)
+    return paths
+
+
+@dataclass
+class InspectorServer:
+    url: str  # ends with "/"
+    process: subprocess.Popen
+
+
+@pytest.fixture(scope="session")
+def start_inspector():
+    """start_inspector(checkpoint paths) runs `python inspect_model.py --ckpt ... --port 0` and returns
+    the URL it prints once it serves; every server started is stopped at the end of the session."""
+    started = []
+
+    def start(checkpoints: list[Path]) -> InspectorServer:
+        argv = [sys.executable, "inspect_model.py", "--port", "0", "--device", "cpu"]
+        for path in checkpoints:
+            argv += ["--ckpt", str(path)]
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        started.append(process)
+        line = process.stdout.readline()  # printed once the port is bound
+        match = re.search(r"http://\S+/", line)
+        if not match:
+            pytest.fail(f"inspect_model.py did not start (exit code {process.poll()}): {line!r}")
+        return InspectorServer(match.group(0), process)
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def inspector(start_inspector, small_checkpoints: list[Path]) -> InspectorServer:
+    """The inspector serving the two small checkpoints: model 0 modern, model 1 vanilla."""
+    return start_inspector(small_checkpoints)
