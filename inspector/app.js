@@ -199,17 +199,17 @@ function renderAttention() {
   const T = attention.tokens.length;
   const cell = Math.max(2, Math.floor(480 / T));
   drawHeatmap($("heatmap"), attention.heads[head], cell, selected);
-  $("heatmap-caption").textContent = `Layer ${state.layer}, head ${head}: queries (rows, top to bottom) ` +
+  $("heatmap-caption").textContent = `Block ${state.layer + 1}, head ${head + 1}: queries (rows, top to bottom) ` +
     `\u00d7 keys (columns); the selected query's row is outlined. Click a row to select that position.`;
   const multiples = $("heads");
   multiples.replaceChildren();
   attention.heads.forEach((weights, h) => {
-    const canvas = element("canvas", {"data-head": h, title: `head ${h}`});
+    const canvas = element("canvas", {"data-head": h, title: `head ${h + 1}`});
     drawHeatmap(canvas, weights, Math.max(1, Math.floor(120 / T)), null);
     if (h === head) canvas.classList.add("selected");
     canvas.addEventListener("click", () => { state.head = h; $("head").value = h; renderAttention(); });
     const box = element("div", {class: "multiple"});
-    box.append(canvas, element("span", {class: "note"}, `head ${h}`));
+    box.append(canvas, element("span", {class: "note"}, `head ${h + 1}`));
     multiples.append(box);
   });
 }
@@ -512,8 +512,8 @@ function chooseModel(index) {
   $("max-new-tokens").max = state.limits.max_new_tokens;
   state.layer = Math.min(state.layer, model.n_layer - 1);
   state.head = Math.min(state.head, model.n_head - 1);
-  fillSelect($("layer"), model.n_layer, (i) => `${i}`);
-  fillSelect($("head"), model.n_head, (i) => `${i}`);
+  fillSelect($("layer"), model.n_layer, (i) => `block ${i + 1}`); // counted from 1, as in the logit lens
+  fillSelect($("head"), model.n_head, (i) => `head ${i + 1}`);
   $("layer").value = state.layer;
   $("head").value = state.head;
   const others = state.models.map((_, i) => i).filter((i) => i !== index);
