@@ -58,7 +58,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_NEW_TOKENS = 1000
 MAX_TOP_N = 50  # most candidates listed per position
 LENS_TOP_N = 5  # candidates listed per layer and position in the logit lens
-DIGITS = 5  # decimals kept for attention weights in JSON: enough for any display, a third of the bytes
+DIGITS = 5  # decimals kept for attention weights in JSON: more than any display needs, far fewer bytes
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class Trace:
 @torch.no_grad()
 def trace(model: GPT, ids: list[int]) -> Trace:
     """Run the model on one sequence of token ids and return its logits, attention weights and residual
-    streams, all in float32.
+    streams, in float32 on the CPU.
 
     Attention runs through the hand-written path (softmax(q k^T / sqrt(hs)) with the causal mask), so
     the weights are the ones the formula defines; PyTorch's fused kernel never materialises them. They
@@ -87,12 +87,16 @@ def trace(model: GPT, ids: list[int]) -> Trace:
     """
     attention: list[torch.Tensor] = []
     residual: list[torch.Tensor] = []
-    keep_first = lambda store: (lambda module, inputs, output: store.append(output[0]))  # batch of one
+
+    def keep_output(store: list[torch.Tensor]):
+        """A forward hook that stores the module's output for the batch's one sequence."""
+        return lambda module, inputs, output: store.append(output[0].float().cpu())
+
     blocks = model.transformer.h
-    hooks = [model.transformer.drop.register_forward_hook(keep_first(residual))]
+    hooks = [model.transformer.drop.register_forward_hook(keep_output(residual))]
     for block in blocks:
-        hooks.append(block.attn.attn_dropout.register_forward_hook(keep_first(attention)))
-        hooks.append(block.register_forward_hook(keep_first(residual)))
+        hooks.append(block.attn.attn_dropout.register_forward_hook(keep_output(attention)))
+        hooks.append(block.register_forward_hook(keep_output(residual)))
     fused = [block.attn.fused for block in blocks]
     was_training = model.training
     try:
@@ -107,14 +111,14 @@ def trace(model: GPT, ids: list[int]) -> Trace:
         for block, was_fused in zip(blocks, fused, strict=True):
             block.attn.fused = was_fused
         model.train(was_training)
-    return Trace(logits[0].float(), torch.stack(attention).float(), torch.stack(residual).float())
+    return Trace(logits[0].float().cpu(), torch.stack(attention), torch.stack(residual))
 
 
 @torch.no_grad()
 def logit_lens(model: GPT, residual: torch.Tensor) -> torch.Tensor:
     """What the model would predict if it stopped at this residual stream (..., n_embd): the final norm
-    and the output head applied to it, (..., vocab) in float32. On the last layer's stream this is
-    exactly the model's output."""
+    and the output head applied to it, (..., vocab) in float32 on the model's device. On the last
+    layer's stream this is exactly the model's output."""
     weight = model.lm_head.weight
     return model.lm_head(model.transformer.ln_f(residual.to(weight.device, weight.dtype))).float()
 
@@ -159,6 +163,9 @@ class LoadedModel:
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
 
+    def tokens(self, ids: list[int]) -> list[dict]:
+        return [{"id": i, "text": self.token_text(i)} for i in ids]
+
     def encode(self, text: str) -> list[int]:
         """The token ids of a prompt, refused with a clear message if the model cannot read all of it."""
         unknown = self.tokenizer.unknown_chars(text)
@@ -175,17 +182,20 @@ class LoadedModel:
                                f"{self.name} was trained on; the inspector refuses it rather than cut it: shorten it")
         return ids
 
-    def candidates(self, log_probs: torch.Tensor, top_n: int) -> list[dict]:
-        """The top_n most likely tokens of one row of log-probabilities, most likely first."""
-        top = torch.topk(log_probs, min(top_n, log_probs.numel()))
-        return [{"id": i, "text": self.token_text(i), "prob": math.exp(lp)}
-                for i, lp in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
+    def candidates(self, log_probs: torch.Tensor, top_n: int) -> list[list[dict]]:
+        """The top_n most likely tokens of each row of log-probabilities (T, vocab), most likely first."""
+        top = torch.topk(log_probs, min(top_n, log_probs.size(-1)), dim=-1)
+        return [[{"id": i, "text": self.token_text(i), "prob": math.exp(lp)} for i, lp in zip(ids, lps, strict=True)]
+                for ids, lps in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
 
 
-def rank_of(log_probs: torch.Tensor, targets: torch.Tensor) -> list[int]:
-    """Rank of each target among its row's tokens (T, vocab): 1 for the most likely."""
-    target_log_probs = log_probs.gather(-1, targets[:, None])
-    return ((log_probs > target_log_probs).sum(-1) + 1).tolist()
+def next_token_scores(log_probs: torch.Tensor, ids: list[int]) -> tuple[list[float], list[int]]:
+    """The log-probability and the rank (1: the most likely) that each position's row of log_probs
+    (T, vocab) gives the token that really follows it: T - 1 of each, the last token has no follower."""
+    following = torch.tensor(ids[1:], dtype=torch.long)[:, None]
+    log_prob = log_probs[:-1].gather(-1, following)  # (T - 1, 1)
+    rank = (log_probs[:-1] > log_prob).sum(-1) + 1
+    return log_prob[:, 0].tolist(), rank.tolist()
 
 
 def trace_json(entry: LoadedModel, text: str, top_n: int, include_logits: bool) -> dict:
@@ -196,35 +206,34 @@ def trace_json(entry: LoadedModel, text: str, top_n: int, include_logits: bool) 
     with entry.lock:
         result = trace(entry.model, ids)
     log_probs = F.log_softmax(result.logits.double(), dim=-1)  # float64: exact enough to show to 4 digits
-    entropy_bits = (-(log_probs.exp() * log_probs).nansum(-1) / math.log(2)).tolist()
-    targets = torch.tensor(ids[1:], dtype=torch.long)
-    next_log_probs = log_probs[:-1].gather(-1, targets[:, None])[:, 0].tolist()
-    next_ranks = rank_of(log_probs[:-1], targets)
+    entropy_bits = (-(log_probs.exp() * log_probs).nansum(-1) / math.log(2)).tolist()  # 0 * log 0 counts 0
+    next_log_probs, next_ranks = next_token_scores(log_probs, ids)
+    top = entry.candidates(log_probs, top_n)
     positions = []
     for pos in range(len(ids)):
         following = None
         if pos + 1 < len(ids):
             following = {"id": ids[pos + 1], "text": entry.token_text(ids[pos + 1]), "rank": next_ranks[pos],
                          "prob": math.exp(next_log_probs[pos]), "loss": -next_log_probs[pos]}
-        positions.append({"top": entry.candidates(log_probs[pos], top_n), "entropy_bits": entropy_bits[pos],
-                          "next": following})
+        positions.append({"top": top[pos], "entropy_bits": entropy_bits[pos], "next": following})
 
     lens = {"layers": ["embeddings"] + [f"block {i + 1}" for i in range(len(result.residual) - 1)],
             "top": [], "next_prob": [], "next_rank": [], "residual_norm": result.residual.norm(dim=-1).tolist()}
     for stream in result.residual:  # one layer at a time: (T, vocab) each, never (layers, T, vocab)
-        layer_log_probs = F.log_softmax(logit_lens(entry.model, stream).double(), dim=-1)
-        lens["top"].append([entry.candidates(row, LENS_TOP_N) for row in layer_log_probs])
-        lens["next_prob"].append(layer_log_probs[:-1].gather(-1, targets[:, None])[:, 0].exp().tolist())
-        lens["next_rank"].append(rank_of(layer_log_probs[:-1], targets))
+        layer_log_probs = F.log_softmax(logit_lens(entry.model, stream).cpu().double(), dim=-1)
+        layer_next_log_probs, layer_next_ranks = next_token_scores(layer_log_probs, ids)
+        lens["top"].append(entry.candidates(layer_log_probs, LENS_TOP_N))
+        lens["next_prob"].append([math.exp(log_prob) for log_prob in layer_next_log_probs])
+        lens["next_rank"].append(layer_next_ranks)
 
     total_nats = -sum(next_log_probs)
     predicted_chars = len(entry.tokenizer.decode(ids[1:]))
     answer = {
         "model": entry.describe(),
-        "tokens": [{"id": i, "text": entry.token_text(i)} for i in ids],
+        "tokens": entry.tokens(ids),
         "positions": positions,
         "lens": lens,
-        "loss": {"mean": total_nats / len(targets) if len(targets) else None,
+        "loss": {"mean": total_nats / len(next_log_probs) if next_log_probs else None,
                  "bits_per_char": bits_per_char(total_nats, predicted_chars) if predicted_chars else None},
     }
     if include_logits:
@@ -241,12 +250,14 @@ def attention_json(entry: LoadedModel, text: str, layer: int) -> dict:
     with entry.lock:
         weights = trace(entry.model, ids).attention[layer]  # (n_head, T, T)
     rounded = torch.round(weights.double(), decimals=DIGITS)
-    return {"layer": layer, "tokens": [{"id": i, "text": entry.token_text(i)} for i in ids],
+    return {"layer": layer, "tokens": entry.tokens(ids),
             "heads": [[row[:query + 1] for query, row in enumerate(head.tolist())] for head in rounded]}
 
 
 @dataclass
 class GenerationSettings:
+    """What /api/generate was asked for, checked."""
+
     max_new_tokens: int
     temperature: float
     top_k: int | None
@@ -267,7 +278,7 @@ def generation_steps(entry: LoadedModel, ids: list[int], settings: GenerationSet
     steps = generate_tokens(entry.model, idx, settings.max_new_tokens, settings.temperature, settings.top_k,
                             settings.top_p, use_kv_cache=True, generator=generator)
     decoder = StreamDecoder(entry.tokenizer)
-    yield {"type": "start", "tokens": [{"id": i, "text": entry.token_text(i)} for i in ids]}
+    yield {"type": "start", "tokens": entry.tokens(ids)}
     for step in range(settings.max_new_tokens):
         if stop.is_set():
             yield {"type": "end", "reason": "stopped", "steps": step}
@@ -275,9 +286,9 @@ def generation_steps(entry: LoadedModel, ids: list[int], settings: GenerationSet
         with entry.lock:  # per step, so traces of other requests can run between two tokens
             token, logits = next(steps)
         token_id = token.item()
-        before = F.softmax(logits[0].double(), dim=-1)
-        after = F.softmax(filter_logits(logits, settings.temperature, settings.top_k, settings.top_p)[0].double(),
-                          dim=-1)
+        filtered = filter_logits(logits, settings.temperature, settings.top_k, settings.top_p)
+        before = F.softmax(logits[0].cpu().double(), dim=-1)  # on the CPU: MPS has no float64
+        after = F.softmax(filtered[0].cpu().double(), dim=-1)
         shown = torch.topk(before, min(settings.top_n, before.numel())).indices.tolist()
         if token_id not in shown:  # a wild draw from far down the list is shown too
             shown.append(token_id)
