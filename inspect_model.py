@@ -310,13 +310,14 @@ INT, NUMBER, TEXT, BOOL = (int,), (int, float), (str,), (bool,)  # the JSON type
 
 def read_fields(body: dict, schema: dict[str, tuple[type | tuple[type, ...], object]]) -> dict:
     """The fields of a request body, checked against schema {name: (types, default)}; a default of
-    `REQUIRED` means the field must be given. Unknown fields are refused so a typo is never ignored."""
+    `REQUIRED` means the field must be given, and null stands for the default. Unknown fields are
+    refused so a typo is never ignored."""
     unknown = set(body) - set(schema)
     if unknown:
         raise RequestError(f"unknown field(s) {', '.join(sorted(unknown))}; expected {', '.join(schema)}")
     values = {}
     for name, (types, default) in schema.items():
-        value = body.get(name, default)
+        value = default if body.get(name) is None else body[name]
         if value is REQUIRED:
             raise RequestError(f"the field {name!r} is missing")
         # bool is an int in Python, but `"top_k": true` is a mistake, not 1
@@ -439,6 +440,8 @@ class InspectorHandler(BaseHTTPRequestHandler):
                                f"not {settings.max_new_tokens}")
         if not 1 <= settings.top_n <= MAX_TOP_N:
             raise RequestError(f"top_n must be in 1..{MAX_TOP_N}, not {settings.top_n}")
+        if settings.seed is not None and not 0 <= settings.seed < 2**64:  # what torch.Generator takes
+            raise RequestError(f"seed must be in 0..2**64 - 1, not {settings.seed}")
         entry = self.inspector.model(fields["model"])
         ids = entry.encode(fields["text"])  # a bad prompt is refused before the stream starts
         client = fields["client"] or self.client_address[0]

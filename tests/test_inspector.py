@@ -260,6 +260,14 @@ def open_stream(url: str, body: dict) -> http.client.HTTPResponse:
     return connection.getresponse()
 
 
+def test_null_stands_for_a_fields_default(inspector):
+    status, lines = call(inspector.url, "/api/generate", {"text": PROMPT, "max_new_tokens": None, "top_k": None,
+                                                          "temperature": None, "top_n": None, "seed": 1})
+    assert status == 200
+    assert lines[-1]["steps"] == 200  # the default
+    assert all(len(line["candidates"]) >= 10 for line in lines if line["type"] == "token")
+
+
 def test_a_new_generation_from_the_same_client_stops_the_one_before(inspector):
     body = {"text": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "top_n": 50, "client": "tab-1"}
     first = open_stream(inspector.url, body)
@@ -277,6 +285,7 @@ BAD_REQUESTS = {
     "not JSON": (dict(data=b"{text: 1}"), 400, "not valid JSON"),
     "a list": (dict(body=[PROMPT]), 400, "must be a JSON object"),
     "no text": (dict(body={"model": 0}), 400, "'text' is missing"),
+    "null text": (dict(body={"text": None}), 400, "'text' is missing"),
     "a typo": (dict(body={"txt": PROMPT}), 400, "unknown field(s) txt"),
     "wrong type": (dict(body={"text": 5}), 400, "text must be str"),
     "a bool for a number": (dict(body={"text": PROMPT, "top_n": True}), 400, "top_n must be int"),
@@ -304,6 +313,8 @@ def test_bad_trace_requests_get_a_4xx_json_error_and_the_server_keeps_serving(in
     ("/api/generate", {"text": PROMPT, "temperature": -1}, 400, "temperature must be a number >= 0"),
     ("/api/generate", {"text": PROMPT, "max_new_tokens": MAX_NEW_TOKENS + 1}, 400, "capped at"),
     ("/api/generate", {"text": "a" * 65}, 400, "more than the 64 tokens"),
+    ("/api/generate", {"text": PROMPT, "seed": 2**64}, 400, "seed must be in 0..2**64 - 1"),
+    ("/api/generate", {"text": PROMPT, "top_p": float("nan")}, 400, "top-p must be in (0, 1]"),
     ("/api/attention", {"text": PROMPT, "layer": 2}, 400, "layer must be in 0..1"),
     ("/api/nothing", {"text": PROMPT}, 404, "no endpoint at /api/nothing"),
 ])
