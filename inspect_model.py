@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
-    url = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}/"
+    url = f"http://{'localhost' if host == '0.0.0.0' else host}:{port}/"  # 0.0.0.0 is every address: this one too
     for index, entry in enumerate(models):
         print(f"model {index}: {entry.name}: {entry.describe()['architecture']}", file=sys.stderr)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
