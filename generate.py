@@ -34,8 +34,9 @@ from typing import NoReturn
 import torch
 from torch.nn import functional as F
 
+from checkpoint import load_checkpoint
 from device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
-from model import GPT, load_checkpoint
+from model import GPT
 from tokenizer import Tokenizer, tokenizer_from_state
 
 DEFAULT_MAX_NEW_TOKENS = 500

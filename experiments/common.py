@@ -24,8 +24,9 @@ import torch
 
 import data
 import train
+from checkpoint import load_checkpoint
 from device import describe_device, pick_device
-from model import GPT, GPTConfig, load_checkpoint
+from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "experiments" / "results"

@@ -33,10 +33,11 @@ if __package__ in (None, ""):  # run as `python experiments/swaps.py`: make the 
 
 import torch  # noqa: E402
 
+from checkpoint import load_checkpoint  # noqa: E402
 from device import pick_device, synchronize  # noqa: E402
 from experiments import common, report  # noqa: E402
 from generate import generate  # noqa: E402
-from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import tokenizer_from_state  # noqa: E402
 
 VARIANTS = {  # name -> the train.py flags that choose its architecture

@@ -9,7 +9,6 @@ Every run here is a tiny model on the CPU in float32, so results are exact or ne
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -27,7 +26,8 @@ import torch
 from torch import nn
 
 import train
-from model import GPT, GPTConfig, RMSNorm, load_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from model import GPT, GPTConfig, RMSNorm
 from tokenizer import tokenizer_from_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ KILLED_MID_WRITE = textwrap.dedent("""
     import io, os, signal, sys
     from pathlib import Path
     import torch
-    import train
+    import checkpoint
 
     real_save = torch.save
 
@@ -195,14 +195,14 @@ KILLED_MID_WRITE = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
 
     torch.save = save_half_then_die
-    train.save_checkpoint({"model": {"w": torch.full((256, 256), 2.0)}, "step": 2}, Path(sys.argv[1]))
+    checkpoint.save_checkpoint({"model": {"w": torch.full((256, 256), 2.0)}, "step": 2}, Path(sys.argv[1]))
 """)
 
 
 def test_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
     path = tmp_path / "last.pt"
     previous = {"model": {"w": torch.randn(256, 256)}, "step": 1}
-    train.save_checkpoint(previous, path)
+    save_checkpoint(previous, path)
     result = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)], cwd=REPO, env=one_thread_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr
@@ -296,7 +296,7 @@ BAD_INPUTS = {
                                    overwrite=True), "is not UTF-8"),
     "unknown device": (lambda tmp: dict(device="tpu", overwrite=True), "unknown device 'tpu'"),
     "zero learning rate": (lambda tmp: dict(lr=0, overwrite=True), "--lr must be positive"),
-    "dropout above 1": (lambda tmp: dict(dropout=1.5, overwrite=True), "--dropout must be in [0, 1)"),
+    "dropout above 1": (lambda tmp: dict(dropout=1.5, overwrite=True), "dropout must be in [0, 1)"),
     "zero batch size": (lambda tmp: dict(batch_size=0, overwrite=True), "--batch-size must be at least 1"),
     "resume with no checkpoint": (lambda tmp: dict(out_dir=tmp / "empty_run", resume=True), "found no checkpoint"),
     "resume a different shape": (lambda tmp: dict(resume=True, n_layer=2), "n_layer=1 but --n-layer asks for 2"),
@@ -349,28 +349,27 @@ def test_command_line_errors_are_one_line_without_a_traceback(corpus_path, tmp_p
 # The schedule and the optimizer
 
 
+SCHEDULE = dict(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+
+
 def test_lr_warms_up_linearly_from_lr_over_warmup_to_lr():
-    args = argparse.Namespace(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
-    warmup = [train.get_lr(step, args) for step in range(10)]
+    warmup = [train.get_lr(step, **SCHEDULE) for step in range(10)]
     assert warmup == pytest.approx([(step + 1) / 10 for step in range(10)])  # 0.1, 0.2, ..., 1.0
-    assert warmup[0] == pytest.approx(args.lr / args.warmup_iters) and warmup[-1] == args.lr
 
 
 def test_lr_decays_along_a_cosine_to_min_lr_at_max_iters():
-    args = argparse.Namespace(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
-    decay = [train.get_lr(step, args) for step in range(10, 111)]
-    assert decay[0] == pytest.approx(args.lr)
-    assert train.get_lr(60, args) == pytest.approx((args.lr + args.min_lr) / 2)  # half way down the cosine
-    assert train.get_lr(110, args) == pytest.approx(args.min_lr)
+    decay = [train.get_lr(step, **SCHEDULE) for step in range(10, 111)]
+    assert decay[0] == pytest.approx(1.0)
+    assert train.get_lr(60, **SCHEDULE) == pytest.approx((1.0 + 0.1) / 2)  # half way down the cosine
+    assert train.get_lr(110, **SCHEDULE) == pytest.approx(0.1)
     assert all(later < earlier for earlier, later in itertools.pairwise(decay))
-    assert train.get_lr(500, args) == pytest.approx(args.min_lr)  # and stays there if training goes on
+    assert train.get_lr(500, **SCHEDULE) == pytest.approx(0.1)  # and stays there if training goes on
 
 
 @pytest.mark.parametrize("norm,bias", [("layernorm", True), ("rmsnorm", False)])
 def test_weight_decay_applies_to_matrices_only(norm, bias):
     model = GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32, norm=norm, bias=bias))
-    args = argparse.Namespace(weight_decay=0.1, lr=1e-3, beta2=0.99)
-    optimizer = train.make_optimizer(model, args, torch.device("cpu"))
+    optimizer = train.make_optimizer(model, lr=1e-3, weight_decay=0.1, beta2=0.99, device=torch.device("cpu"))
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
     not_decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] == 0 for p in group["params"]}
 
