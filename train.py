@@ -9,8 +9,11 @@ Train a tinygpt model, from raw text to a checkpoint and a generated sample.
     python train.py --resume                         # continue the run in --out-dir
     torchrun --standalone --nproc_per_node=2 train.py  # data parallel on 2 GPUs (or CPU processes)
 
-Defaults depend on the device: on a GPU, the 10M "modern" preset with the settings that reach the
-best validation loss; on the CPU, the "small" preset, sized to finish in a few minutes on a laptop.
+    python train.py --recipe swaps-cpu --preset vanilla  # a named recipe from recipes.py
+
+Defaults depend on the device, through the recipes in recipes.py: on a GPU, the 10M "modern" preset
+with the settings that reach the best validation loss; on the CPU, the "small" preset, sized to finish
+in a few minutes on a laptop.
 
 The file reads top to bottom: settings, the pieces of the loop (learning rate, optimizer, train_step,
 estimate_loss), setup, then the loop: evaluate, checkpoint, step, log. Checkpoints and resuming live in
@@ -36,21 +39,14 @@ from torch.nn.parallel import DistributedDataParallel
 import checkpoint
 import data
 import distributed
-from device import autocast, describe_device, pick_device, pick_dtype, synchronize
+from device import autocast, describe_device, grad_scaler, pick_device, pick_dtype, synchronize
 from model import ATTENTIONS, GPT, MLPS, NORMS, POSITIONS, PRESETS, GPTConfig
+from recipes import RECIPES, default_recipe
 from tokenizer import TOKENIZER_KINDS, bits_per_char
 
 # ----------------------------------------------------------------------------------------------------
-# Settings. Defaults that depend on the device live in RECIPES; every flag can override them.
+# Settings: every flag, its default, and the named recipe (recipes.py) that fills the ones left unset.
 
-RECIPES = {
-    # One GPU: the 10M modern model, trained to its best validation loss.
-    "gpu": dict(preset="modern", batch_size=64, lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=5000,
-                eval_interval=250, eval_windows=None, beta2=0.99, compile=True),
-    # A laptop CPU: the small model, a few minutes, still recognisable Shakespeare.
-    "cpu": dict(preset="small", batch_size=16, lr=4e-3, min_lr=4e-4, warmup_iters=50, max_iters=600,
-                eval_interval=100, eval_windows=50, beta2=0.99, compile=False),
-}
 ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "norm", "mlp", "pos",
                       "attention")
 
@@ -63,8 +59,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
-    """The command line; device-dependent defaults are left as None and filled by apply_recipe."""
+    """The command line; settings a recipe chooses are left as None here and filled by apply_recipe."""
     parser = ArgumentParser(description="Train a tinygpt model.", formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--recipe", choices=list(RECIPES),
+                        help="named settings from recipes.py for every flag below left unset\n"
+                             "(default: gpu on CUDA and MPS, cpu on a CPU)")
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, downloaded\n"
                                       f"to data/ if not found; ${data.DATA_ENV_VAR} also sets the path)")
@@ -74,7 +73,7 @@ def build_parser() -> ArgumentParser:
                             "on first use) (default: char)")
     group.add_argument("--vocab-size", type=int, help="BPE vocabulary size, 256 bytes + merges (with --tokenizer bpe)")
     group = parser.add_argument_group("model (a preset, then any field overridden; model.py checks the values)")
-    group.add_argument("--preset", choices=list(PRESETS), help="GPU default: modern; CPU default: small")
+    group.add_argument("--preset", choices=list(PRESETS), help="the recipe's: modern (gpu), small (cpu)")
     group.add_argument("--norm", choices=NORMS)
     group.add_argument("--mlp", choices=MLPS)
     group.add_argument("--pos", choices=POSITIONS)
@@ -143,13 +142,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def apply_recipe(args: argparse.Namespace, device: torch.device) -> None:
-    """Fill every setting left unset with the recipe for this kind of device."""
-    recipe = RECIPES["cpu" if device.type == "cpu" else "gpu"]
-    for name, value in recipe.items():
+    """Fill every setting left unset from the named recipe, by default the one for this kind of device."""
+    args.recipe = args.recipe or default_recipe(device.type)
+    for name, value in RECIPES[args.recipe].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.compile and device.type == "mps":
-        args.compile = False  # torch.compile does not support training on MPS
+    if args.compile is None:
+        args.compile = device.type == "cuda"  # on a CPU compiling cost more than it saved (docs/training.md)
+    args.compile = args.compile and device.type != "mps"  # torch.compile does not support training on MPS
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes) -> Run:
     model = torch.compile(raw_model) if args.compile else raw_model
     if processes.world > 1:
         model = DistributedDataParallel(model, device_ids=[processes.local_rank] if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scaler = grad_scaler(device, dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     if processes.is_main and not saved:
         (out_dir / "metrics.jsonl").write_text("")

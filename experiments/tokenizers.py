@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = []
         for seed in common.seeds(args):
             print(f"[{number}/{len(candidates)}] {name}, seed {seed}", flush=True)
-            flags = ["--preset", PRESET, *tokenizer_flags, *common.setting_flags(args), "--seed", str(seed)]
+            flags = ["--preset", PRESET, *tokenizer_flags, *common.setting_flags(args, common.recipe_name(args)),
+                     "--seed", str(seed)]
             out_dir = args.runs_dir / common.setting_name(args) / "tokenizers" / name / f"seed{seed}"
             runs.append(common.train_run(flags, out_dir, args.rerun))
         chars_per_token = text_per_token(runs[0], args)
