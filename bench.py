@@ -29,8 +29,8 @@ import train
 from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
 from generate import generate_tokens
 from model import GPT, PRESETS, GPTConfig
-from recipes import RECIPES
 from results import RESULTS_DIR, markdown_table, provenance, write_results
+from settings import RECIPES, apply_recipe, parse_args
 
 TEN_MILLION_PRESETS = ("vanilla", "modern")
 # Dense bf16 tensor-core peak (FLOP/s) from each vendor's data sheet (fp16 for the T4, which has no bf16),
@@ -133,8 +133,8 @@ def bench_train(args: argparse.Namespace) -> dict:
     of a recipe (train.py's default for the device unless --recipe names one), on random tokens."""
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    settings = train.parse_args(["--recipe", args.recipe] if args.recipe else [])  # every train.py default
-    train.apply_recipe(settings, device)
+    settings = parse_args(["--recipe", args.recipe] if args.recipe else [])  # every train.py default
+    apply_recipe(settings, device.type)
     batch_size = args.batch_size or settings.batch_size
     compile_model = settings.compile if args.compile is None else args.compile
     info = run_info(device, dtype, args.command)
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model preset(s) to measure (default: vanilla modern)")
     train.add_argument("--recipe", choices=list(RECIPES),
                        help="train.py's settings to use: batch size, gradient accumulation, optimizer, clipping "
-                            "(default: train.py's for the device; see recipes.py)")
+                            "(default: train.py's for the device; see settings.py)")
     train.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch (default: the recipe's)")
     train.add_argument("--block-size", type=positive_int, help="tokens per sequence (default: the preset's)")
     train.add_argument("--steps", type=positive_int, default=10, help="timed steps (default: 10)")

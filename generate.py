@@ -261,6 +261,16 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
     return tokenizer.decode(prompt_ids + new_ids)
 
 
+def print_sample(checkpoint_path: Path, device: torch.device, max_new_tokens: int) -> None:
+    """Print a sample of the checkpoint's text from a newline, as train.py does at the end of a run to show
+    what was learned: the default temperature, seed 0, printed as it is produced."""
+    model, tokenizer = load(checkpoint_path, device=str(device.type))
+    print(f"\n--- a sample from {checkpoint_path} ---", flush=True)
+    sample(model, tokenizer, prompt="\n", max_new_tokens=max_new_tokens, seed=0,
+           stream=lambda piece: print(piece, end="", flush=True))
+    print("\n---", flush=True)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The command line
 

@@ -7,18 +7,17 @@ Train a tinygpt model, from raw text to a checkpoint and a generated sample.
     python train.py --data my_text.txt               # any UTF-8 text, with its own vocabulary
     python train.py --tokenizer bpe --vocab-size 768 # byte-level BPE learned from the training split
     python train.py --resume                         # continue the run in --out-dir
+    python train.py --recipe swaps-cpu               # a named recipe from settings.py
     torchrun --standalone --nproc_per_node=2 train.py  # data parallel on 2 GPUs (or CPU processes)
 
-    python train.py --recipe swaps-cpu --preset vanilla  # a named recipe from recipes.py
+Defaults depend on the device, through a recipe (settings.py): on a GPU, the 10M "modern" preset with
+the settings that reach the best validation loss; on the CPU, the "small" preset, sized to finish in a
+few minutes on a laptop.
 
-Defaults depend on the device, through the recipes in recipes.py: on a GPU, the 10M "modern" preset
-with the settings that reach the best validation loss; on the CPU, the "small" preset, sized to finish
-in a few minutes on a laptop.
-
-The file reads top to bottom: settings, the pieces of the loop (learning rate, optimizer, train_step,
-estimate_loss), setup, then the loop: evaluate, checkpoint, step, log. Checkpoints and resuming live in
-checkpoint.py, processes and signals in distributed.py. Output in --out-dir: best.pt and last.pt,
-metrics.jsonl and loss.png.
+The file reads top to bottom: the pieces of the loop (get_lr, make_optimizer, train_step, estimate_loss),
+setup, then main: the loop, which evaluates, checkpoints, steps and logs. Bookkeeping lives beside it:
+settings.py (every flag and the recipes), checkpoint.py (saving, resuming), distributed.py (processes,
+signals), progress.py (timings). Output in --out-dir: best.pt and last.pt, metrics.jsonl and loss.png.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -39,118 +37,12 @@ from torch.nn.parallel import DistributedDataParallel
 import checkpoint
 import data
 import distributed
+import settings
 from device import autocast, describe_device, grad_scaler, pick_device, pick_dtype, synchronize
-from model import ATTENTIONS, GPT, MLPS, NORMS, POSITIONS, PRESETS, GPTConfig
-from recipes import RECIPES, default_recipe
-from tokenizer import TOKENIZER_KINDS, bits_per_char
-
-# ----------------------------------------------------------------------------------------------------
-# Settings: every flag, its default, and the named recipe (recipes.py) that fills the ones left unset.
-
-ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "norm", "mlp", "pos",
-                      "attention")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one clear line and exit code 2 (no usage dump)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
-def build_parser() -> ArgumentParser:
-    """The command line; settings a recipe chooses are left as None here and filled by apply_recipe."""
-    parser = ArgumentParser(description="Train a tinygpt model.", formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--recipe", choices=list(RECIPES),
-                        help="named settings from recipes.py for every flag below left unset\n"
-                             "(default: gpu on CUDA and MPS, cpu on a CPU)")
-    group = parser.add_argument_group("data")
-    group.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, downloaded\n"
-                                      f"to data/ if not found; ${data.DATA_ENV_VAR} also sets the path)")
-    group.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char",
-                       help="char: one token per character; bpe: byte-level BPE learned from the\n"
-                            "training split; gpt2: GPT-2's 50,257-token BPE (needs tiktoken and internet\n"
-                            "on first use) (default: char)")
-    group.add_argument("--vocab-size", type=int, help="BPE vocabulary size, 256 bytes + merges (with --tokenizer bpe)")
-    group = parser.add_argument_group("model (a preset, then any field overridden; model.py checks the values)")
-    group.add_argument("--preset", choices=list(PRESETS), help="the recipe's: modern (gpu), small (cpu)")
-    group.add_argument("--norm", choices=NORMS)
-    group.add_argument("--mlp", choices=MLPS)
-    group.add_argument("--pos", choices=POSITIONS)
-    group.add_argument("--n-layer", type=int)
-    group.add_argument("--n-head", type=int)
-    group.add_argument("--n-embd", type=int)
-    group.add_argument("--block-size", type=int, help="context length in tokens")
-    group.add_argument("--dropout", type=float)
-    group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None)
-    group.add_argument("--attention", choices=ATTENTIONS, help="fused kernel or the written-out math")
-    group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
-    group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default: 1)")
-    group.add_argument("--max-iters", type=int, help="optimizer steps in the whole run")
-    group.add_argument("--lr", type=float, help="peak learning rate")
-    group.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
-    group.add_argument("--warmup-iters", type=int, help="steps of linear warmup")
-    group.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default: 0.1)")
-    group.add_argument("--beta2", type=float, help="AdamW beta2")
-    group.add_argument("--grad-clip", type=float, default=1.0,
-                       help="clip the gradient norm to this; 0: off (default: 1)")
-    group.add_argument("--seed", type=int, default=1337, help="seed for weights, batches and dropout (default: 1337)")
-    group = parser.add_argument_group("evaluation, checkpoints and output")
-    group.add_argument("--eval-interval", type=int, help="evaluate and checkpoint every this many steps")
-    group.add_argument("--eval-windows", type=int,
-                       help="validate on this many fixed, evenly spaced windows of the val split\n"
-                            "(the same ones every time); 0: the whole val split (GPU default)")
-    group.add_argument("--patience", type=int, default=0,
-                       help="stop when val loss has not improved for this many evaluations; 0: off")
-    group.add_argument("--out-dir", default="out", help="where checkpoints, metrics and plots go (default: out)")
-    group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir/last.pt")
-    group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
-    group.add_argument("--stop-after-iters", type=int,
-                       help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
-                            "still follows --max-iters, so --resume continues the same run")
-    group.add_argument("--sample-tokens", type=int, default=300,
-                       help="characters/tokens of text to print at the end; 0: none (default: 300)")
-    group = parser.add_argument_group("hardware")
-    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
-    group.add_argument("--dtype", default="auto",
-                       help="autocast precision: auto (CUDA: bfloat16, or float16 with a gradient scaler\n"
-                            "on GPUs without bf16; MPS: float32; CPU: bfloat16 when the processor has\n"
-                            "native bf16 units such as AMX, else float32), float32, bfloat16, float16")
-    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.compile the model (default: on for CUDA, off elsewhere)")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The flags, with the ones that are not model config fields checked (GPTConfig checks those)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    checks = [(name, lambda v: v >= 1, "at least 1") for name in ("batch_size", "grad_accum", "max_iters",
-                                                                    "eval_interval", "stop_after_iters")]
-    checks += [(name, lambda v: v > 0, "positive") for name in ("lr", "min_lr")]
-    checks += [("beta2", lambda v: 0 < v < 1, "in (0, 1)")]
-    checks += [(name, lambda v: v >= 0, "not negative") for name in ("weight_decay", "grad_clip", "patience",
-                                                                      "sample_tokens", "warmup_iters", "eval_windows")]
-    for name, allowed, requirement in checks:
-        value = getattr(args, name)
-        if value is not None and not allowed(value):  # `not allowed` refuses NaN too
-            parser.error(f"--{name.replace('_', '-')} must be {requirement}, not {value}")
-    if args.tokenizer == "bpe" and (args.vocab_size is None or args.vocab_size < 257):
-        parser.error("--tokenizer bpe needs --vocab-size of at least 257 (256 bytes + merges)")
-    return args
-
-
-def apply_recipe(args: argparse.Namespace, device: torch.device) -> None:
-    """Fill every setting left unset from the named recipe, by default the one for this kind of device."""
-    args.recipe = args.recipe or default_recipe(device.type)
-    for name, value in RECIPES[args.recipe].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.compile is None:
-        args.compile = device.type == "cuda"  # on a CPU compiling cost more than it saved (docs/training.md)
-    args.compile = args.compile and device.type != "mps"  # torch.compile does not support training on MPS
-
+from generate import print_sample
+from model import GPT, GPTConfig
+from progress import Clock, Progress, format_seconds
+from tokenizer import bits_per_char
 
 # ----------------------------------------------------------------------------------------------------
 # Pieces of the loop
@@ -217,52 +109,6 @@ def estimate_loss(model: GPT, val_tokens: torch.Tensor, starts: list[int], block
     return (total[0] / total[1]).item()
 
 
-def format_seconds(seconds: float) -> str:
-    """1h02m, 3m05s or 12s."""
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class Clock:
-    """The run's times: elapsed (wall time since the run began, across resumes), the current interval's
-    training time (evaluations excluded), and this invocation's pace, which predicts the time left."""
-
-    def __init__(self, state: checkpoint.RunState):
-        self.started = self.interval_start = time.time()
-        self.start_step, self.elapsed_before = state.step, state.elapsed_s
-        self.first_step_s: float | None = None  # this invocation's first step, torch.compile's work included
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.time() - self.started
-
-    def seconds_per_step(self, step: int) -> float:
-        return (time.time() - self.started) / max(1, step - self.start_step)
-
-
-class Progress:
-    """A one-line progress display, redrawn in place, in a terminal or a notebook (not in plain logs)."""
-
-    def __init__(self, total: int, enabled: bool):
-        in_notebook = "ipykernel" in sys.modules
-        self.enabled = enabled and (sys.stdout.isatty() or in_notebook)
-        self.total = total
-        self.last_draw = 0.0
-
-    def update(self, step: int, tokens_per_sec: float, eta: float) -> None:
-        if not self.enabled or time.time() - self.last_draw < 0.5:
-            return
-        self.last_draw = time.time()
-        done = int(30 * step / self.total)
-        print(f"\r[{'=' * done}{' ' * (30 - done)}] step {step}/{self.total} "
-              f"{tokens_per_sec:,.0f} tok/s, {format_seconds(eta)} left ", end="", flush=True)
-
-    def clear(self) -> None:
-        if self.enabled:
-            print("\r" + " " * 100 + "\r", end="", flush=True)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Setup
 
@@ -296,10 +142,10 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes) -> Run:
     if device.type == "cuda" and processes.world > 1:
         device = torch.device("cuda", processes.local_rank)
     dtype = pick_dtype(device, args.dtype)
-    apply_recipe(args, device)
+    settings.apply_recipe(args, device.type)
     out_dir = Path(args.out_dir)
     saved = checkpoint.previous_run(out_dir, args.resume, args.overwrite)
-    asked = {name: getattr(args, name) for name in ARCHITECTURE_FLAGS if getattr(args, name) is not None}
+    asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if getattr(args, name) is not None}
     if saved:
         checkpoint.check_resumable(saved, asked, out_dir / "last.pt")
         config = GPTConfig(**saved["config"])
@@ -402,14 +248,15 @@ def evaluate(run: Run, clock: Clock, progress: Progress) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Train as the flags say; returns a summary (best val loss, steps, time, parameters)."""
-    args = parse_args(argv)
+    args = settings.parse_args(argv)
     processes = distributed.join()
     try:
         run = set_up(args, processes)
     except (ValueError, data.DataError) as error:
         raise SystemExit(f"error: {error}") from None
     describe(run)
-    state, clock, progress = run.state, Clock(run.state), Progress(args.max_iters, enabled=processes.is_main)
+    state, progress = run.state, Progress(args.max_iters, enabled=processes.is_main)
+    clock = Clock(state.step, state.elapsed_s)
     stopped_by = None
     with distributed.StopSignal() as stop_signal:
         while True:
@@ -481,17 +328,6 @@ def write_loss_plot(out_dir: Path) -> None:
         return
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
     plot_training_curves(records, out_dir / "loss.png")
-
-
-def print_sample(best_path: Path, device: torch.device, num_tokens: int) -> None:
-    """Print text generated by the best checkpoint, so the run ends showing what was learned."""
-    from generate import load, sample
-
-    model, tokenizer = load(best_path, device=str(device.type))
-    print(f"\n--- a sample from {best_path} ---", flush=True)
-    sample(model, tokenizer, prompt="\n", max_new_tokens=num_tokens, temperature=0.8, seed=0,
-           stream=lambda piece: print(piece, end="", flush=True))
-    print("\n---", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import data
 import results
-import train
+import settings
 from checkpoint import load_checkpoint
 from device import pick_device
 from model import GPT, GPTConfig
@@ -28,7 +28,7 @@ from results import RESULTS_DIR, ROOT, display_path
 
 DOCS_DIR = ROOT / "docs"
 RUNS_DIR = ROOT / "out" / "experiments"  # checkpoints and logs of every run (git-ignored)
-FIRST_SEED = train.build_parser().get_default("seed")  # the first seed of every variant is train.py's own
+FIRST_SEED = settings.build_parser().get_default("seed")  # the first seed of every variant is train.py's own
 # train.py settings copied from a run's checkpoint into the results, to describe the schedule.
 SCHEDULE_FIELDS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "weight_decay",
                    "beta2", "grad_clip", "eval_interval", "eval_windows", "dtype", "compile")
@@ -38,7 +38,7 @@ def add_suite_args(parser: argparse.ArgumentParser, default_seeds: int) -> None:
     """The flags of an experiment that compares variants: the model size and how many seeds."""
     parser.add_argument("--full", action="store_true",
                         help="the 10M presets as they are, with the gpu recipe (default: the CPU-sized\n"
-                             "swaps-cpu recipe; both in recipes.py)")
+                             "swaps-cpu recipe; both in settings.py)")
     parser.add_argument("--seeds", type=int, default=default_seeds,
                         help=f"seeds per variant, {FIRST_SEED} upwards (default: {default_seeds})")
 
@@ -70,7 +70,7 @@ def setting_name(args: argparse.Namespace) -> str:
 
 
 def recipe_name(args: argparse.Namespace) -> str:
-    """The recipe a suite trains with (recipes.py): the gpu recipe with --full, else swaps-cpu."""
+    """The recipe a suite trains with (settings.py): the gpu recipe with --full, else swaps-cpu."""
     return "gpu" if args.full else "swaps-cpu"
 
 

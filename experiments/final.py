@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as `python experiments/final.py`: make the 
 
 from device import pick_device  # noqa: E402
 from experiments import common, report  # noqa: E402
-from recipes import RECIPES  # noqa: E402
+from settings import RECIPES  # noqa: E402
 
 PRESETS = ("vanilla", "modern")
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     if device_type == "cpu":
         print(f"CPU schedule: the full-size presets for {RECIPES[recipe]['max_iters']} steps of "
               f"{RECIPES[recipe]['batch_size']} sequences, far shorter than the gpu recipe (full-size-cpu in "
-              "recipes.py)", flush=True)
+              "settings.py)", flush=True)
     runs = {}
     for preset in PRESETS:
         runs[preset] = []

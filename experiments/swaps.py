@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as `python experiments/swaps.py`: make the 
 
 import torch  # noqa: E402
 
-import recipes  # noqa: E402
+import settings  # noqa: E402
 from checkpoint import load_checkpoint  # noqa: E402
 from device import pick_device, synchronize  # noqa: E402
 from experiments import common, report  # noqa: E402
@@ -161,7 +161,7 @@ def kvcache_result(args: argparse.Namespace, argv: list[str]) -> dict:
             text_of = tokenizer_from_state(load_checkpoint(checkpoint_path)["tokenizer"]).decode
         else:  # no trained model of this setting yet: the speed is the same with random weights
             torch.manual_seed(0)
-            sizes = recipes.model_fields(common.recipe_name(args))
+            sizes = settings.model_fields(common.recipe_name(args))
             model = GPT(GPTConfig.from_preset(name, **sizes)).to(device).eval()
             weights = "random"
         new_tokens = args.new_tokens or 2 * model.config.block_size

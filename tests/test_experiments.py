@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from experiments import common, default_run, final, speed, swaps, tokenizers
-from recipes import RECIPES
+from settings import RECIPES
 
 TOY = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 10 --eval-interval 5 "
        "--eval-windows 4 --warmup-iters 2")
