@@ -58,12 +58,15 @@ class RunState:
         return state
 
 
-def make_checkpoint(model: GPT, tokenizer: Tokenizer, state: RunState | None = None,
+def make_checkpoint(model: GPT, tokenizer: Tokenizer | None, state: RunState | None = None,
                     optimizer: torch.optim.Optimizer | None = None, rng: dict | None = None,
                     settings: dict | None = None) -> dict:
-    """The dict a checkpoint file holds: the model's config and weights and its tokenizer, and, from a
-    training run, the optimizer, random states (see rng_state) and settings, and the RunState's fields."""
-    checkpoint = {"model": model.state_dict(), "config": asdict(model.config), "tokenizer": tokenizer.state_dict()}
+    """The dict a checkpoint file holds: the model's config and weights and its tokenizer (train.py always
+    saves one; without it the ids cannot become text), and, from a training run, the optimizer, random
+    states (see rng_state) and settings, and the RunState's fields."""
+    checkpoint = {"model": model.state_dict(), "config": asdict(model.config)}
+    if tokenizer is not None:
+        checkpoint["tokenizer"] = tokenizer.state_dict()
     if state is not None:
         checkpoint |= {"optimizer": optimizer.state_dict(), "rng": rng, "args": settings, **asdict(state)}
     return checkpoint

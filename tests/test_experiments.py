@@ -18,6 +18,8 @@ import pytest
 from experiments import common, default_run, final, speed, swaps, tokenizers
 from settings import RECIPES
 
+pytestmark = pytest.mark.slow  # the suites train real runs through train.py processes
+
 TOY = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 10 --eval-interval 5 "
        "--eval-windows 4 --warmup-iters 2")
 
