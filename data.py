@@ -193,8 +193,8 @@ def load_corpus(path: str | None, tokenizer_state: dict | None, tokenizer_kind: 
                 block_size: int, max_eval_windows: int = 0) -> Corpus:
     """Read the text at path (see find_corpus), split it, rebuild the saved tokenizer or build one from the
     training split, and encode both splits. max_eval_windows: see eval_windows (0: every window)."""
-    corpus = find_corpus(path)
-    train_text, val_text = split_text(read_text(corpus))
+    corpus_path = find_corpus(path)
+    train_text, val_text = split_text(read_text(corpus_path))
     try:
         tokenizer = (tokenizer_from_state(tokenizer_state) if tokenizer_state
                      else build_tokenizer(tokenizer_kind, train_text, vocab_size))
@@ -203,9 +203,9 @@ def load_corpus(path: str | None, tokenizer_state: dict | None, tokenizer_kind: 
     splits = {"training": encode_cached(train_text, tokenizer), "validation": encode_cached(val_text, tokenizer)}
     for name, ids in splits.items():
         if len(ids) < block_size + 1:
-            raise ValueError(f"{corpus} gives only {len(ids)} {name} tokens, fewer than one context of "
+            raise ValueError(f"{corpus_path} gives only {len(ids)} {name} tokens, fewer than one context of "
                              f"{block_size} + 1; use a longer text or a smaller --block-size")
     train_tokens, val_tokens = (torch.from_numpy(ids.astype("int64")) for ids in splits.values())
-    return Corpus(corpus.name, tokenizer, train_tokens, val_tokens,
+    return Corpus(corpus_path.name, tokenizer, train_tokens, val_tokens,
                   eval_windows(len(val_tokens), block_size, max_eval_windows or None),
                   len(val_text) - len(tokenizer.decode(splits["validation"][:1].tolist())))

@@ -67,10 +67,55 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, downloaded\n"
                                       f"to data/ if not found; ${DATA_ENV_VAR} also sets the path)")
     group.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char",
-                       help="char: one token per character; bpe: byte-level BPE learned from the\n"
-                            "training split; gpt2: GPT-2's 50,257-token BPE (needs tiktoken and internet\n"
-                            "on first use) (default: char)")
+                       help="char: one token per character (default); bpe: byte-level BPE learned from the\n"
+                            "training split; gpt2: GPT-2's 50,257-token BPE (tiktoken, internet on first use)")
     group.add_argument("--vocab-size", type=int, help="BPE vocabulary size, 256 bytes + merges (with --tokenizer bpe)")
+    add_model_flags(parser)
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
+    group.add_argument("--grad-accum", type=int, default=1,
+                       help="micro-batches per optimizer step (default: %(default)s)")
+    group.add_argument("--max-iters", type=int, help="optimizer steps in the whole run")
+    group.add_argument("--lr", type=float, help="peak learning rate")
+    group.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
+    group.add_argument("--warmup-iters", type=int, help="steps of linear warmup")
+    group.add_argument("--weight-decay", type=float, default=0.1,
+                       help="AdamW weight decay on matrices (default: %(default)s)")
+    group.add_argument("--beta2", type=float, help="AdamW beta2")
+    group.add_argument("--grad-clip", type=float, default=1.0,
+                       help="clip the gradient norm; 0: off (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=1337,
+                       help="seed for weights, batches and dropout (default: %(default)s)")
+    group = parser.add_argument_group("evaluation, checkpoints and output")
+    group.add_argument("--eval-interval", type=int, help="evaluate and checkpoint every this many steps")
+    group.add_argument("--eval-windows", type=int,
+                       help="validate on this many fixed, evenly spaced windows of the val split\n"
+                            "(the same ones every time); 0: the whole val split")
+    group.add_argument("--patience", type=int, default=0,
+                       help="stop when val loss has not improved for this many evaluations; 0: off")
+    group.add_argument("--out-dir", default="out",
+                       help="where checkpoints, metrics and plots go (default: %(default)s)")
+    group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir/last.pt")
+    group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
+    group.add_argument("--stop-after-iters", type=int,
+                       help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
+                            "still follows --max-iters, so --resume continues the same run")
+    group.add_argument("--sample-tokens", type=int, default=300,
+                       help="characters/tokens of text to print at the end; 0: none (default: %(default)s)")
+    group = parser.add_argument_group("hardware")
+    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    group.add_argument("--dtype", default="auto",
+                       help="autocast precision: auto (CUDA: bfloat16, or float16 with a gradient scaler\n"
+                            "on GPUs without bf16; MPS: float32; CPU: bfloat16 when the processor has\n"
+                            "native bf16 units such as AMX, else float32), float32, bfloat16, float16")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the model (default: on for CUDA, off elsewhere)")
+    return parser
+
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The model: a preset, then any GPTConfig field overridden (ARCHITECTURE_FLAGS)."""
     group = parser.add_argument_group("model (a preset, then any field overridden; model.py checks the values)")
     group.add_argument("--preset", choices=list(PRESETS), help="model.py's named architecture (default: the recipe's)")
     group.add_argument("--norm", choices=NORMS)
@@ -83,43 +128,6 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--dropout", type=float)
     group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--attention", choices=ATTENTIONS, help="fused kernel or the written-out math")
-    group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
-    group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default: 1)")
-    group.add_argument("--max-iters", type=int, help="optimizer steps in the whole run")
-    group.add_argument("--lr", type=float, help="peak learning rate")
-    group.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
-    group.add_argument("--warmup-iters", type=int, help="steps of linear warmup")
-    group.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default: 0.1)")
-    group.add_argument("--beta2", type=float, help="AdamW beta2")
-    group.add_argument("--grad-clip", type=float, default=1.0,
-                       help="clip the gradient norm to this; 0: off (default: 1)")
-    group.add_argument("--seed", type=int, default=1337, help="seed for weights, batches and dropout (default: 1337)")
-    group = parser.add_argument_group("evaluation, checkpoints and output")
-    group.add_argument("--eval-interval", type=int, help="evaluate and checkpoint every this many steps")
-    group.add_argument("--eval-windows", type=int,
-                       help="validate on this many fixed, evenly spaced windows of the val split\n"
-                            "(the same ones every time); 0: the whole val split")
-    group.add_argument("--patience", type=int, default=0,
-                       help="stop when val loss has not improved for this many evaluations; 0: off")
-    group.add_argument("--out-dir", default="out", help="where checkpoints, metrics and plots go (default: out)")
-    group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir/last.pt")
-    group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
-    group.add_argument("--stop-after-iters", type=int,
-                       help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
-                            "still follows --max-iters, so --resume continues the same run")
-    group.add_argument("--sample-tokens", type=int, default=300,
-                       help="characters/tokens of text to print at the end; 0: none (default: 300)")
-    group = parser.add_argument_group("hardware")
-    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
-    group.add_argument("--dtype", default="auto",
-                       help="autocast precision: auto (CUDA: bfloat16, or float16 with a gradient scaler\n"
-                            "on GPUs without bf16; MPS: float32; CPU: bfloat16 when the processor has\n"
-                            "native bf16 units such as AMX, else float32), float32, bfloat16, float16")
-    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.compile the model (default: on for CUDA, off elsewhere)")
-    return parser
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags, with the ones that are not model config fields checked (GPTConfig checks those)."""
