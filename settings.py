@@ -148,11 +148,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def default_recipe(device_type: str) -> str:
-    """The recipe train.py uses when none is named: "cpu" on a CPU, "gpu" on CUDA and MPS."""
-    return "cpu" if device_type == "cpu" else "gpu"
-
-
 def model_fields(name: str) -> dict:
     """The GPTConfig fields a recipe sets on top of its preset, e.g. {"n_layer": 4, "block_size": 128}."""
     return {key: value for key, value in RECIPES[name].items() if key in ARCHITECTURE_FLAGS}
@@ -161,7 +156,7 @@ def model_fields(name: str) -> dict:
 def apply_recipe(settings: argparse.Namespace, device_type: str) -> None:
     """Fill every setting left unset (None) from the named recipe, by default the one for this kind of
     device, and decide torch.compile for the device when no flag did."""
-    settings.recipe = settings.recipe or default_recipe(device_type)
+    settings.recipe = settings.recipe or ("cpu" if device_type == "cpu" else "gpu")
     for name, value in RECIPES[settings.recipe].items():
         if getattr(settings, name) is None:
             setattr(settings, name, value)

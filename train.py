@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
             last_step = state.step == args.max_iters
             # Evaluate and checkpoint at the start of every interval and at the very end; not again at the
             # step a run resumes from: it was evaluated and logged before it was saved.
-            if (state.step % args.eval_interval == 0 or last_step) and not (run.resumed and
-                                                                            state.step == clock.start_step):
+            resumed_here = run.resumed and state.step == clock.start_step
+            if (state.step % args.eval_interval == 0 or last_step) and not resumed_here:
                 evaluate(run, clock, progress)
                 if args.patience and state.evals_without_improvement >= args.patience:
                     run.log(f"early stop: val loss has not improved for {args.patience} evaluations")
