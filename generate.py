@@ -34,8 +34,9 @@ from typing import NoReturn
 import torch
 from torch.nn import functional as F
 
+from checkpoint import load_checkpoint
 from device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
-from model import GPT, load_checkpoint
+from model import GPT
 from tokenizer import Tokenizer, tokenizer_from_state
 
 DEFAULT_MAX_NEW_TOKENS = 500
@@ -258,6 +259,16 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
     finally:
         model.train(was_training)
     return tokenizer.decode(prompt_ids + new_ids)
+
+
+def print_sample(checkpoint_path: Path, device: torch.device, max_new_tokens: int) -> None:
+    """Print a sample of the checkpoint's text from a newline, as train.py does at the end of a run to show
+    what was learned: the default temperature, seed 0, printed as it is produced."""
+    model, tokenizer = load(checkpoint_path, device=str(device.type))
+    print(f"\n--- a sample from {checkpoint_path} ---", flush=True)
+    sample(model, tokenizer, prompt="\n", max_new_tokens=max_new_tokens, seed=0,
+           stream=lambda piece: print(piece, end="", flush=True))
+    print("\n---", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from checkpoint import load_checkpoint
+
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("relu", "gelu", "swiglu")
 POSITIONS = ("learned", "rope")
@@ -367,17 +369,3 @@ class GPT(nn.Module):
             raise ValueError(f"the checkpoint does not match this version of model.py: {error}") from error
         return model.to(device).eval()
 
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Read a tinygpt checkpoint safely (weights_only); clear errors for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first (python train.py) or pass --ckpt PATH")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}); "
-                         "it may be truncated or corrupt: retrain or use another file") from error
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
-        raise ValueError(f"{path} is not a tinygpt checkpoint (no model weights and config inside)")
-    return checkpoint

@@ -1,5 +1,10 @@
-"""Shared test fixtures: the real corpus, found the way the scripts find it; small trained checkpoints and
-the inspector server that serves them."""
+"""Shared test fixtures: the real corpus, found the way the scripts find it, one CPU thread, and small
+trained checkpoints with the inspector server that serves them.
+
+`uv run pytest` runs the whole suite (what CI runs). `uv run pytest -m "not slow"` runs the fast spec:
+everything but the tests marked slow (DDP through torchrun, command lines run as processes, the
+experiment pipelines and the longer training runs).
+"""
 
 import os
 import re
@@ -9,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 import data
+import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -33,6 +40,16 @@ def corpus_text(corpus_path: Path) -> str:
     return data.read_text(corpus_path)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_cpu_thread():
+    """The test models are too small to gain from a second thread, and on a busy machine the threads of
+    each small op wait for one another (100x slower measured on 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The inspector: small trained checkpoints, and inspect_model.py running as a real server process
 
@@ -47,23 +64,14 @@ INSPECTED_SWITCHES = {
 def small_checkpoints(corpus_path: Path, tmp_path_factory) -> list[Path]:
     """Two checkpoints (modern and vanilla switches, 2 layers x 2 heads, 32 wide, context 64) trained
     for 100 steps by train.py's command line: a few seconds each on one core."""
-    import torch
-
-    import train
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small only loses from a second, busy thread
     paths = []
-    try:
-        for name, switches in INSPECTED_SWITCHES.items():
-            out_dir = tmp_path_factory.mktemp(f"inspect-{name}")
-            train.main(["--data", str(corpus_path), "--out-dir", str(out_dir), "--device", "cpu", "--dtype", "float32",
-                        "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "64", "--dropout", "0",
-                        "--batch-size", "16", "--max-iters", "100", "--warmup-iters", "10", "--lr", "1e-2",
-                        "--eval-interval", "100", "--eval-windows", "4", "--sample-tokens", "0", *switches])
-            paths.append(out_dir / "best.pt")
-    finally:
-        torch.set_num_threads(threads)
+    for name, switches in INSPECTED_SWITCHES.items():
+        out_dir = tmp_path_factory.mktemp(f"inspect-{name}")
+        train.main(["--data", str(corpus_path), "--out-dir", str(out_dir), "--device", "cpu", "--dtype", "float32",
+                    "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "64", "--dropout", "0",
+                    "--batch-size", "16", "--max-iters", "100", "--warmup-iters", "10", "--lr", "1e-2",
+                    "--eval-interval", "100", "--eval-windows", "4", "--sample-tokens", "0", *switches])
+        paths.append(out_dir / "best.pt")
     return paths
 
 

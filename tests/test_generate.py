@@ -5,13 +5,13 @@ streamed text is the returned text, and every mistake on the command line is one
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 import generate
+from checkpoint import make_checkpoint, save_checkpoint
 from generate import StreamDecoder, default_prompt, filter_logits, load, sample, sample_next
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
@@ -34,16 +34,6 @@ def tiny_model(preset: str, seed: int = 0, **overrides) -> GPT:
     return model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run these tiny models on one thread: a second gains them nothing, and on a busy machine the
-    threads of each small op wait for one another (100x slower measured on 2 shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(corpus_text: str) -> CharTokenizer:
     return CharTokenizer.from_text(corpus_text)
@@ -53,9 +43,7 @@ def tokenizer(corpus_text: str) -> CharTokenizer:
 def checkpoint_dir(tmp_path_factory, tokenizer: CharTokenizer) -> Path:
     """An out dir holding best.pt in the format train.py writes (the keys generation needs)."""
     out_dir = tmp_path_factory.mktemp("out")
-    model = tiny_model("modern")
-    torch.save({"model": model.state_dict(), "config": asdict(model.config), "tokenizer": tokenizer.state_dict()},
-               out_dir / "best.pt")
+    save_checkpoint(make_checkpoint(tiny_model("modern"), tokenizer), out_dir / "best.pt")
     return out_dir
 
 
@@ -192,8 +180,7 @@ def test_load_reads_an_out_dir_or_a_file(checkpoint_dir, tokenizer):
 
 
 def test_load_refuses_a_checkpoint_without_a_tokenizer(tmp_path):
-    model = tiny_model("modern")
-    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, tmp_path / "best.pt")
+    save_checkpoint(make_checkpoint(tiny_model("modern"), tokenizer=None), tmp_path / "best.pt")
     with pytest.raises(ValueError, match="no tokenizer"):
         load(tmp_path, device="cpu")
 
@@ -249,12 +236,14 @@ def cli(checkpoint_dir, tmp_path_factory) -> dict[str, subprocess.CompletedProce
     return results
 
 
+@pytest.mark.slow
 def test_cli_refuses_unknown_prompt_characters_and_names_them(cli):
     result = cli["unknown characters"]
     assert_one_error_line(result.returncode, result.stderr, "'é'", "'€'", "--drop-unknown")
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_drops_unknown_characters_when_asked_and_says_which(cli):
     result = cli["dropped characters, prompt file, two samples"]
     assert result.returncode == 0, result.stderr
@@ -262,21 +251,25 @@ def test_cli_drops_unknown_characters_when_asked_and_says_which(cli):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_checkpoint(cli):
     result = cli["missing checkpoint"]
     assert_one_error_line(result.returncode, result.stderr, "no checkpoint at", "best.pt")
 
 
+@pytest.mark.slow
 def test_cli_reports_a_corrupt_checkpoint(cli):
     result = cli["corrupt checkpoint"]
     assert_one_error_line(result.returncode, result.stderr, "corrupt.pt", "not a readable checkpoint")
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_flag_value(cli):
     result = cli["bad flag"]
     assert_one_error_line(result.returncode, result.stderr, "top-p")
 
 
+@pytest.mark.slow
 def test_cli_prints_what_sample_returns_for_a_prompt_file_and_two_samples(cli, checkpoint_dir):
     result = cli["dropped characters, prompt file, two samples"]
     model, tokenizer = load(checkpoint_dir, device="cpu")

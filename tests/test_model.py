@@ -3,13 +3,14 @@ written by hand that equals the fused kernel, RoPE that encodes relative distanc
 checkpoints that rebuild the model, and the ability to learn."""
 
 import itertools
-from dataclasses import asdict
 
 import pytest
 import torch
 
+from checkpoint import make_checkpoint, save_checkpoint
 from generate import generate, generate_tokens
-from model import GPT, MLPS, NORMS, POSITIONS, GPTConfig, apply_rotary_emb, rope_tables
+from model import GPT, MLP, MLPS, NORMS, POSITIONS, GPTConfig, SwiGLU, apply_rotary_emb, rope_tables
+from tokenizer import CharTokenizer
 
 ALL_SWITCHES = list(itertools.product(NORMS, MLPS, POSITIONS))
 
@@ -161,13 +162,16 @@ def test_preset_parameter_counts():
 def test_swiglu_default_width_matches_relu_ffn_size():
     config = GPTConfig.from_preset("modern")
     assert config.ffn_hidden == 1024  # 384 -> 1024 -> 384
-    assert 3 * 384 * 1024 == 2 * 384 * 4 * 384  # three matrices of 1024 = two of 1536
+    # Three matrices 1024 wide hold as many parameters as the ReLU FFN's two of 4 * 384 = 1536.
+    swiglu = SwiGLU(config)
+    relu = MLP(GPTConfig.from_preset("vanilla", bias=False))
+    assert sum(p.numel() for p in swiglu.parameters()) == sum(p.numel() for p in relu.parameters())
 
 
 def test_checkpoint_round_trip_keeps_weights_tied(tmp_path):
     model = tiny_model("rmsnorm", "swiglu", "rope", bias=False)
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, path)
+    save_checkpoint(make_checkpoint(model, CharTokenizer(list("abcdefghijklmnopqrstuvw"))), path)  # 23 tokens
     loaded = GPT.from_checkpoint(path)
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
     assert loaded.num_params() == model.num_params()
