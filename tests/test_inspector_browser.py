@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from test_inspector import call, softmax64
+from test_inspector_server import call, softmax64
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"
 LOOKED_AT = PROMPT.index(" window")  # the space before "window": what does the model expect there?
 STEP_TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.slow  # a browser and inspect_model.py running as a process
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,303 @@
+"""What the inspector server must guarantee, checked against a real `inspect_model.py` process serving two
+small trained checkpoints: its JSON equals what trace() and numpy compute in this process, generation
+streams the tokens generate.generate draws and the distributions generate.filter_logits defines, one
+generation runs per client, bad requests get a 4xx JSON error and the server keeps serving, and its
+memory stays flat over 200 requests."""
+
+import http.client
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from generate import filter_logits, generate, load
+from inspect_model import MAX_BODY_BYTES, MAX_NEW_TOKENS, trace
+
+pytestmark = pytest.mark.slow  # every test talks to inspect_model.py running as a process
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "ROMEO:\nWhat light through yonder window breaks?"
+
+
+def call(url: str, path: str, body: dict | None = None, data: bytes | None = None,
+         headers: dict | None = None, method: str | None = None) -> tuple[int, object]:
+    """One request; returns the status and the JSON answer (a list of objects for a JSON-lines stream)."""
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+    if body is not None:
+        data = json.dumps(body).encode()
+    try:
+        connection.request(method or ("GET" if data is None else "POST"), path, body=data, headers=headers or {})
+        response = connection.getresponse()
+        payload = response.read().decode()
+    finally:
+        connection.close()
+    if response.getheader("Content-Type") == "application/x-ndjson":
+        return response.status, [json.loads(line) for line in payload.splitlines()]
+    return response.status, json.loads(payload)
+
+
+def softmax64(logits) -> np.ndarray:
+    """Softmax in float64 with numpy: an independent check of the server's probabilities."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(small_checkpoints):
+    """The same checkpoints loaded in this process, to compute what the server should answer."""
+    return [load(path, "cpu", "float32") for path in small_checkpoints]
+
+
+def test_models_lists_each_checkpoint_with_its_limits(inspector, small_checkpoints):
+    status, answer = call(inspector.url, "/api/models")
+    assert status == 200
+    assert [m["name"] for m in answer["models"]] == [str(p) for p in small_checkpoints]
+    assert [m["n_layer"] for m in answer["models"]] == [2, 2]
+    assert answer["models"][0]["block_size"] == 64
+    assert answer["limits"]["max_new_tokens"] == MAX_NEW_TOKENS
+    assert answer["limits"]["long_prompts"] == "refused"
+
+
+@pytest.mark.parametrize("model_index", [0, 1])
+def test_trace_endpoint_reports_the_models_distribution_at_every_position(inspector, loaded, model_index):
+    model, tokenizer = loaded[model_index]
+    status, answer = call(inspector.url, "/api/trace", {"model": model_index, "text": PROMPT, "top_n": 5,
+                                                         "logits": True})
+    assert status == 200
+    ids = tokenizer.encode(PROMPT)
+    assert [t["id"] for t in answer["tokens"]] == ids
+    assert "".join(t["text"] for t in answer["tokens"]) == PROMPT
+    expected_logits = trace(model, ids).logits.numpy()
+    np.testing.assert_allclose(answer["logits"], expected_logits, atol=1e-4)
+    probs = softmax64(expected_logits)
+    for pos, here in enumerate(answer["positions"]):
+        order = np.argsort(-probs[pos], kind="stable")
+        assert [c["id"] for c in here["top"]] == order[:5].tolist()
+        np.testing.assert_allclose([c["prob"] for c in here["top"]], probs[pos][order[:5]], rtol=1e-5)
+        entropy = -(probs[pos] * np.log2(probs[pos])).sum()
+        assert here["entropy_bits"] == pytest.approx(entropy, rel=1e-5)
+        if pos + 1 < len(ids):
+            following = ids[pos + 1]
+            assert here["next"]["id"] == following
+            assert here["next"]["rank"] == 1 + int((probs[pos] > probs[pos][following]).sum())
+            assert here["next"]["loss"] == pytest.approx(-math.log(probs[pos][following]), rel=1e-5)
+        else:
+            assert here["next"] is None
+    losses = [-math.log(probs[pos][ids[pos + 1]]) for pos in range(len(ids) - 1)]
+    assert answer["loss"]["mean"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert answer["loss"]["bits_per_char"] == pytest.approx(sum(losses) / (len(ids) - 1) / math.log(2), rel=1e-5)
+
+
+def test_trace_endpoint_logit_lens_ends_at_the_output(inspector, loaded):
+    model, tokenizer = loaded[0]
+    status, answer = call(inspector.url, "/api/trace", {"text": PROMPT})
+    assert status == 200
+    lens = answer["lens"]
+    assert lens["layers"] == ["embeddings", "block 1", "block 2"]
+    assert lens["top"][-1] == [here["top"][:len(lens["top"][-1][0])] for here in answer["positions"]]
+    assert lens["next_prob"][-1] == pytest.approx([here["next"]["prob"] for here in answer["positions"][:-1]])
+    residual = trace(model, tokenizer.encode(PROMPT)).residual
+    np.testing.assert_allclose(lens["residual_norm"], residual.norm(dim=-1).numpy(), rtol=1e-4)
+
+
+def test_attention_endpoint_sends_each_row_up_to_the_diagonal(inspector, loaded):
+    model, tokenizer = loaded[1]
+    status, answer = call(inspector.url, "/api/attention", {"model": 1, "text": PROMPT, "layer": 1})
+    assert status == 200
+    expected = trace(model, tokenizer.encode(PROMPT)).attention[1]  # (n_head, T, T)
+    assert len(answer["heads"]) == 2
+    for head, rows in enumerate(answer["heads"]):
+        assert [len(row) for row in rows] == list(range(1, len(expected[head]) + 1))
+        for query, row in enumerate(rows):
+            np.testing.assert_allclose(row, expected[head, query, :query + 1].numpy(), atol=1e-5)
+            assert sum(row) == pytest.approx(1.0, abs=1e-4)  # rounded to 5 decimals
+
+
+def test_generation_streams_the_filtered_distribution_and_the_tokens_generate_draws(inspector, loaded):
+    model, tokenizer = loaded[0]
+    settings = {"temperature": 0.9, "top_k": 8, "top_p": 0.9, "seed": 3}
+    status, lines = call(inspector.url, "/api/generate", {"text": PROMPT, "max_new_tokens": 12, "top_n": 4,
+                                                          **settings})
+    assert status == 200
+    assert lines[0]["type"] == "start" and lines[-1] == {"type": "end", "reason": "length", "steps": 12, "text": ""}
+    steps = lines[1:-1]
+    prompt_ids = tokenizer.encode(PROMPT)
+    generator = torch.Generator().manual_seed(3)
+    expected = generate(model, torch.tensor([prompt_ids]), 12, 0.9, 8, 0.9, generator=generator)[0].tolist()
+    assert [step["id"] for step in steps] == expected[len(prompt_ids):]
+    assert "".join(step["text"] for step in steps) == tokenizer.decode(expected[len(prompt_ids):])
+    for number, step in enumerate(steps):
+        with torch.no_grad():
+            logits = model(torch.tensor([expected[:len(prompt_ids) + number]]))[0][:, -1]
+        before = softmax64(logits[0].numpy())
+        filtered = filter_logits(logits, 0.9, 8, 0.9)[0]
+        after = F.softmax(filtered.double(), dim=-1).numpy()
+        assert step["kept"] == int(torch.isfinite(filtered).sum()) <= 8
+        shown = [c["id"] for c in step["candidates"]]
+        assert shown[:4] == np.argsort(-before, kind="stable")[:4].tolist()
+        assert step["id"] in shown
+        for candidate in step["candidates"]:
+            assert candidate["before"] == pytest.approx(before[candidate["id"]], rel=1e-4, abs=1e-7)
+            assert candidate["after"] == pytest.approx(after[candidate["id"]], rel=1e-4, abs=1e-7)
+
+
+def open_stream(url: str, body: dict) -> http.client.HTTPResponse:
+    """Start a generation and return its response, to be read line by line."""
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+    connection.request("POST", "/api/generate", body=json.dumps(body).encode())
+    return connection.getresponse()
+
+
+def test_null_stands_for_a_fields_default(inspector):
+    status, lines = call(inspector.url, "/api/generate", {"text": PROMPT, "max_new_tokens": None, "top_k": None,
+                                                          "temperature": None, "top_n": None, "seed": 1})
+    assert status == 200
+    assert lines[-1]["steps"] == 200  # the default
+    assert all(len(line["candidates"]) >= 10 for line in lines if line["type"] == "token")
+
+
+def test_a_new_generation_from_the_same_client_stops_the_one_before(inspector):
+    body = {"text": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "top_n": 50, "client": "tab-1"}
+    first = open_stream(inspector.url, body)
+    assert json.loads(first.readline())["type"] == "start"
+    assert json.loads(first.readline())["type"] == "token"  # running, with about a second of work left
+    other_client = open_stream(inspector.url, {**body, "max_new_tokens": 3, "client": "tab-2"})
+    second = open_stream(inspector.url, {**body, "max_new_tokens": 5})
+    first_end = json.loads(first.read().splitlines()[-1])
+    assert first_end["reason"] == "stopped" and first_end["steps"] < MAX_NEW_TOKENS
+    assert json.loads(second.read().splitlines()[-1]) == {"type": "end", "reason": "length", "steps": 5, "text": ""}
+    assert json.loads(other_client.read().splitlines()[-1])["reason"] == "length"  # other clients run on
+
+
+BAD_REQUESTS = {
+    "not JSON": (dict(data=b"{text: 1}"), 400, "not valid JSON"),
+    "a list": (dict(body=[PROMPT]), 400, "must be a JSON object"),
+    "no text": (dict(body={"model": 0}), 400, "'text' is missing"),
+    "null text": (dict(body={"text": None}), 400, "'text' is missing"),
+    "a typo": (dict(body={"txt": PROMPT}), 400, "unknown field(s) txt"),
+    "wrong type": (dict(body={"text": 5}), 400, "text must be str"),
+    "a bool for a number": (dict(body={"text": PROMPT, "top_n": True}), 400, "top_n must be int"),
+    "unknown model": (dict(body={"text": PROMPT, "model": 7}), 404, "model must be in 0..1"),
+    "too many candidates": (dict(body={"text": PROMPT, "top_n": 10_000}), 400, "top_n must be in"),
+    "too long for the context": (dict(body={"text": "a" * 65}), 400, "more than the 64 tokens of context"),
+    "unknown characters": (dict(body={"text": "Roméo"}), 400, "'é'"),
+    "empty": (dict(body={"text": ""}), 400, "the prompt is empty"),
+    "no length": (dict(data=b"", headers={"Transfer-Encoding": "chunked"}), 411, "Content-Length"),
+    "too large": (dict(body={"text": "a" * MAX_BODY_BYTES}), 413, "more than the limit"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_trace_requests_get_a_4xx_json_error_and_the_server_keeps_serving(inspector, case):
+    request, status, message = BAD_REQUESTS[case]
+    got_status, answer = call(inspector.url, "/api/trace", **request)
+    assert got_status == status
+    assert message in answer["error"]
+    assert call(inspector.url, "/api/models")[0] == 200
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), [
+    ("/api/generate", {"text": PROMPT, "top_k": 0}, 400, "top-k must be at least 1"),
+    ("/api/generate", {"text": PROMPT, "temperature": -1}, 400, "temperature must be a number >= 0"),
+    ("/api/generate", {"text": PROMPT, "max_new_tokens": MAX_NEW_TOKENS + 1}, 400, "capped at"),
+    ("/api/generate", {"text": "a" * 65}, 400, "more than the 64 tokens"),
+    ("/api/generate", {"text": PROMPT, "seed": 2**64}, 400, "seed must be in 0..2**64 - 1"),
+    ("/api/generate", {"text": PROMPT, "top_p": float("nan")}, 400, "top-p must be in (0, 1]"),
+    ("/api/attention", {"text": PROMPT, "layer": 2}, 400, "layer must be in 0..1"),
+    ("/api/nothing", {"text": PROMPT}, 404, "no endpoint at /api/nothing"),
+])
+def test_bad_requests_to_other_endpoints_get_a_4xx_json_error(inspector, path, body, status, message):
+    got_status, answer = call(inspector.url, path, body)
+    assert got_status == status
+    assert message in answer["error"]
+
+
+@pytest.mark.parametrize(("request_line", "status"), [
+    (b"\x00\x01 garbage", 400), (b"GET / HTTP/banana", 400), (b"GET / HTTP/1.1 extra", 400),
+    (b"\x00\x01\x02 / HTTP/1.1", 405), (b"DELETE /api/trace HTTP/1.1", 405),
+])
+def test_a_garbled_request_gets_a_json_error_and_the_server_keeps_serving(inspector, request_line, status):
+    address = urlsplit(inspector.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(request_line + b"\r\n\r\n")
+        answer = connection.makefile("rb").read()
+    status_line, rest = answer.split(b"\r\n", 1)
+    assert status_line.startswith(b"HTTP/1.0 %d " % status)
+    assert "error" in json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert call(inspector.url, "/api/models")[0] == 200
+
+
+def test_the_page_and_its_files_are_served(inspector):
+    for path, content_type in [("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")]:
+        address = urlsplit(inspector.url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type").startswith(content_type)
+        assert response.read() == (ROOT / "inspector" / ("index.html" if path == "/" else path[1:])).read_bytes()
+        connection.close()
+    assert call(inspector.url, "/../model.py")[0] == 404
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory use from Linux's /proc")
+def test_200_requests_in_a_loop_all_answer_and_memory_stays_flat(inspector):
+    """A load check: every kind of request, 200 in all, none failing; the server's resident memory after
+    them is within 50 MB of what it was after a warm-up round (a leak of even one trace per request
+    would be several times that)."""
+    requests = [
+        ("/api/trace", {"model": 0, "text": PROMPT}, 200),
+        ("/api/trace", {"model": 1, "text": PROMPT, "top_n": 50, "logits": True}, 200),
+        ("/api/attention", {"model": 1, "text": PROMPT, "layer": 0}, 200),
+        ("/api/generate", {"text": PROMPT, "max_new_tokens": 20, "seed": 1}, 200),
+        ("/api/trace", {"text": "Roméo"}, 400),
+    ]
+    def round_of(count: int) -> None:
+        for number in range(count):
+            path, body, status = requests[number % len(requests)]
+            got_status, answer = call(inspector.url, path, body)
+            assert got_status == status, (number, path, answer)
+    round_of(20)
+    warm = rss_bytes(inspector.process.pid)
+    round_of(180)
+    assert rss_bytes(inspector.process.pid) - warm < 50 * 2**20
+    assert inspector.process.poll() is None
+
+
+def test_a_port_in_use_is_one_clear_error(small_checkpoints):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "inspect_model.py", "--ckpt", str(small_checkpoints[0]),
+                                 "--port", str(port), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: port {port} on 127.0.0.1 is already in use")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_missing_checkpoint_is_one_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "inspect_model.py", "--out-dir", str(tmp_path), "--device", "cpu"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"error: no checkpoint at {tmp_path / 'best.pt'}: train one first " \
+                            "(python train.py) or pass --ckpt PATH\n"
