@@ -56,7 +56,9 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset
 # Limits that keep one request from tying up the server. The prompt limit is the model's context.
 MAX_BODY_BYTES = 64 * 1024
 MAX_NEW_TOKENS = 1000
-MAX_TOP_N = 50  # most candidates listed per position
+DEFAULT_TOP_N = 10  # candidates listed per position unless a request asks for another number
+MAX_TOP_N = 50
+MAX_LOGITS = 2_000_000  # most numbers /api/trace returns as raw logits (tokens x vocabulary)
 LENS_TOP_N = 5  # candidates listed per layer and position in the logit lens
 DIGITS = 5  # decimals kept for attention weights in JSON: more than any display needs, far fewer bytes
 
@@ -203,6 +205,9 @@ def trace_json(entry: LoadedModel, text: str, top_n: int, include_logits: bool) 
     and the rank, probability and loss of the token that comes next; the logit lens of every layer;
     the loss over the text."""
     ids = entry.encode(text)
+    if include_logits and len(ids) * entry.tokenizer.vocab_size > MAX_LOGITS:
+        raise RequestError(f"the raw logits of {len(ids)} tokens over a {entry.tokenizer.vocab_size}-token vocabulary "
+                           f"are more than {MAX_LOGITS:,} numbers; ask for them on a shorter text")
     with entry.lock:
         result = trace(entry.model, ids)
     log_probs = F.log_softmax(result.logits.double(), dim=-1)  # float64: exact enough to show to 4 digits
@@ -328,6 +333,10 @@ def read_fields(body: dict, schema: dict[str, tuple[type | tuple[type, ...], obj
     return values
 
 
+def check_top_n(top_n: int) -> None:
+    if not 1 <= top_n <= MAX_TOP_N:
+        raise RequestError(f"top_n must be in 1..{MAX_TOP_N}, not {top_n}")
+
 
 class Inspector:
     """The loaded models and the generations running, shared by every request thread."""
@@ -371,7 +380,8 @@ class InspectorHandler(BaseHTTPRequestHandler):
         if path == "/api/models":
             self.send_json({"models": [entry.describe() for entry in self.inspector.models],
                             "limits": {"max_new_tokens": MAX_NEW_TOKENS, "max_top_n": MAX_TOP_N,
-                                       "max_body_bytes": MAX_BODY_BYTES, "long_prompts": "refused"}})
+                                       "max_logits": MAX_LOGITS, "max_body_bytes": MAX_BODY_BYTES,
+                                       "long_prompts": "refused"}})
         elif path in PAGE_FILES:
             self.send_page_file(PAGE_DIR / PAGE_FILES[path])
         else:
@@ -413,10 +423,9 @@ class InspectorHandler(BaseHTTPRequestHandler):
         return body
 
     def post_trace(self, body: dict) -> None:
-        fields = read_fields(body, {"model": (INT, 0), "text": (TEXT, REQUIRED), "top_n": (INT, 10),
+        fields = read_fields(body, {"model": (INT, 0), "text": (TEXT, REQUIRED), "top_n": (INT, DEFAULT_TOP_N),
                                     "logits": (BOOL, False)})
-        if not 1 <= fields["top_n"] <= MAX_TOP_N:
-            raise RequestError(f"top_n must be in 1..{MAX_TOP_N}, not {fields['top_n']}")
+        check_top_n(fields["top_n"])
         entry = self.inspector.model(fields["model"])
         self.send_json(trace_json(entry, fields["text"], fields["top_n"], fields["logits"]))
 
@@ -427,7 +436,8 @@ class InspectorHandler(BaseHTTPRequestHandler):
     def post_generate(self, body: dict) -> None:
         fields = read_fields(body, {"model": (INT, 0), "text": (TEXT, REQUIRED), "max_new_tokens": (INT, 200),
                                     "temperature": (NUMBER, 1.0), "top_k": (INT, None), "top_p": (NUMBER, None),
-                                    "seed": (INT, None), "top_n": (INT, 10), "client": (TEXT, None)})
+                                    "seed": (INT, None), "top_n": (INT, DEFAULT_TOP_N),
+                                    "client": (TEXT, None)})
         settings = GenerationSettings(fields["max_new_tokens"], float(fields["temperature"]), fields["top_k"],
                                       None if fields["top_p"] is None else float(fields["top_p"]), fields["seed"],
                                       fields["top_n"])
@@ -438,8 +448,7 @@ class InspectorHandler(BaseHTTPRequestHandler):
         if settings.max_new_tokens > MAX_NEW_TOKENS:
             raise RequestError(f"max_new_tokens is capped at {MAX_NEW_TOKENS} per request, "
                                f"not {settings.max_new_tokens}")
-        if not 1 <= settings.top_n <= MAX_TOP_N:
-            raise RequestError(f"top_n must be in 1..{MAX_TOP_N}, not {settings.top_n}")
+        check_top_n(settings.top_n)
         if settings.seed is not None and not 0 <= settings.seed < 2**64:  # what torch.Generator takes
             raise RequestError(f"seed must be in 0..2**64 - 1, not {settings.seed}")
         entry = self.inspector.model(fields["model"])

@@ -9,8 +9,10 @@ import math
 import pytest
 import torch
 
-from inspect_model import logit_lens, trace
+import inspect_model
+from inspect_model import LoadedModel, RequestError, logit_lens, trace, trace_json
 from model import GPT, PRESETS, GPTConfig, apply_rotary_emb
+from tokenizer import CharTokenizer
 
 
 def tiny_model(preset: str, seed: int = 0) -> GPT:
@@ -99,3 +101,12 @@ def test_trace_leaves_the_model_as_it_was():
         assert block.attn.fused
         assert not block.attn.attn_dropout._forward_hooks and not block._forward_hooks
     assert not model.transformer.drop._forward_hooks
+
+
+def test_raw_logits_beyond_the_limit_are_refused(monkeypatch):
+    entry = LoadedModel("tiny", tiny_model("modern"), CharTokenizer([chr(ord("0") + i) for i in range(65)]))
+    monkeypatch.setattr(inspect_model, "MAX_LOGITS", 10 * 65)
+    assert len(trace_json(entry, "0123456789", top_n=3, include_logits=True)["logits"]) == 10
+    with pytest.raises(RequestError, match="more than 650 numbers"):
+        trace_json(entry, "0123456789A", top_n=3, include_logits=True)
+    assert "logits" not in trace_json(entry, "0123456789A", top_n=3, include_logits=False)
