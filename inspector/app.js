@@ -6,7 +6,6 @@ const BLUE = [33, 102, 172]; // attention weights and probabilities
 const RED = [203, 24, 29]; // loss, and where the first model does better in a comparison
 const GREEN = [35, 139, 69]; // the token that really comes next; where the second model does better
 const MASKED = "#eeeeee"; // heatmap cells a query cannot see (the future)
-const TOP_N = 10; // candidates listed at a position
 const LOSS_SCALE = 5; // nats shown darkest in the loss strips (a uniform guess over 65 tokens is 4.2)
 
 const state = {
@@ -119,7 +118,7 @@ async function analyse() {
   const request = ++state.request;
   let trace;
   try {
-    trace = await postJSON("/api/trace", {model: state.model, text, top_n: TOP_N});
+    trace = await postJSON("/api/trace", {model: state.model, text}); // the server's number of candidates
   } catch (error) {
     if (request === state.request) showError(error.message);
     return;
@@ -307,7 +306,7 @@ async function loadComparison() {
   const request = state.request;
   let answer;
   try {
-    answer = await postJSON("/api/trace", {model: state.compare, text: $("prompt").value, top_n: 5});
+    answer = await postJSON("/api/trace", {model: state.compare, text: $("prompt").value});
   } catch (error) {
     answer = {error: error.message};
   }
@@ -407,7 +406,7 @@ async function generate() {
   $("stop").disabled = false;
   setStatus("generating\u2026");
   const body = {
-    model: state.model, text: $("prompt").value, client: CLIENT, top_n: TOP_N,
+    model: state.model, text: $("prompt").value, client: CLIENT,
     max_new_tokens: optionalNumber("max-new-tokens"), temperature: optionalNumber("temperature") ?? 1,
     top_k: optionalNumber("top-k"), top_p: optionalNumber("top-p"), seed: optionalNumber("seed"),
   };

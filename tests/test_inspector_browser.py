@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from test_inspector_server import call, softmax64
 
+from inspect_model import DEFAULT_TOP_N
+
 CHROMIUM = Path("/usr/bin/chromium")
 PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"
 LOOKED_AT = PROMPT.index(" window")  # the space before "window": what does the model expect there?
@@ -84,7 +86,7 @@ def test_the_page_shows_what_the_api_computes_and_streams_generation(page, serve
                                       "[Number(row.dataset.tokenId), row.querySelector('.bar-value').textContent])")
     probs = softmax64(api["logits"][LOOKED_AT])
     assert [token_id for token_id, _ in shown] == np.argsort(-probs, kind="stable")[:len(shown)].tolist()
-    assert len(shown) == 10
+    assert len(shown) == DEFAULT_TOP_N
     for token_id, text in shown:
         assert text.endswith("%")
         assert abs(float(text[:-1]) - 100 * probs[token_id]) <= 0.05 + 1e-9, (token_id, text)
