@@ -72,8 +72,10 @@ def check_sampling_settings(temperature: float, top_k: int | None, top_p: float 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None) -> torch.Tensor:
-    """The logits (B, vocab) the next token is drawn from: divided by the temperature, with -inf on
-    every token the rules drop.
+    """The logits (B, vocab) the next token is drawn from: less their maximum, divided by the temperature,
+    with -inf on every token the rules drop. (Subtracting the maximum leaves the softmax as it was, and
+    keeps every temperature the check accepts finite: at 1e-40 the most likely token stays at 0 and the
+    others go to -inf, which is greedy, where plain division would give inf - inf = NaN.)
 
     top_k keeps exactly the k most likely tokens (ties at the boundary go to the lower token id); top_p
     keeps the smallest set of most likely tokens whose probability reaches top_p. Temperature 0 is
@@ -83,7 +85,8 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     if temperature == 0:
         best = logits.argmax(dim=-1, keepdim=True)
         return torch.full_like(logits, float("-inf")).scatter_(-1, best, logits.gather(-1, best))
-    logits = logits / temperature
+    # In float64, where the smallest temperature the check accepts (5e-324) is not 0.
+    logits = ((logits.double() - logits.amax(dim=-1, keepdim=True)) / temperature).to(logits.dtype)
     if top_k is not None and top_k < logits.size(-1):
         order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
         keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order[:, :top_k], True)

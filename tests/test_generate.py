@@ -97,12 +97,19 @@ def test_top_p_keeps_the_fewest_most_likely_tokens_that_reach_p():
 
 def test_filter_logits_divides_by_the_temperature_and_puts_minus_infinity_on_dropped_tokens():
     logits = torch.tensor([[1.0, 3.0, 3.0, 3.0, 0.0, 3.0]])
-    assert torch.equal(filter_logits(logits, temperature=2.0), logits / 2.0)
+    assert torch.equal(filter_logits(logits, temperature=2.0), (logits - 3.0) / 2.0)  # less the max: same softmax
     inf = float("inf")
     assert torch.equal(filter_logits(logits, temperature=2.0, top_k=2),
-                       torch.tensor([[-inf, 1.5, 1.5, -inf, -inf, -inf]]))  # ties at the boundary: lower ids
+                       torch.tensor([[-inf, 0.0, 0.0, -inf, -inf, -inf]]))  # ties at the boundary: lower ids
     greedy = filter_logits(logits, temperature=0, top_k=4)
     assert greedy[0].isfinite().nonzero().flatten().tolist() == [1]  # the first of the maxima, whatever top_k says
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])
+def test_tiny_temperatures_sample_the_most_likely_token_without_crashing(temperature):
+    logits = torch.randn(8, 65, generator=torch.Generator().manual_seed(0)) * 10
+    picked = sample_next(logits, temperature=temperature, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(picked, logits.argmax(dim=-1, keepdim=True))
 
 
 def test_temperature_zero_is_argmax(tokenizer):
