@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint
+from checkpoint import check_finite_weights, load_checkpoint
 from model import GPT, GPTConfig
 
 TOKENIZER_FILE = "tinygpt_tokenizer.json"
@@ -176,8 +176,10 @@ def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool
         from safetensors.torch import save_file
     except ImportError:
         raise ImportError("export needs safetensors: pip install safetensors") from None
-    if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint(checkpoint)
+    if isinstance(checkpoint, dict):
+        check_finite_weights(checkpoint["model"], "the checkpoint")
+    else:
+        checkpoint = load_checkpoint(checkpoint)  # checks the weights are finite
     try:
         config = GPTConfig(**checkpoint["config"])
     except TypeError as error:  # a field this model.py does not know
