@@ -88,6 +88,18 @@ def test_resume_generate_and_export_refuse_nan_weights(corpus_path, tmp_path, ca
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "NUL bytes"])
+def test_a_damaged_local_tiny_shakespeare_is_refused(damage, corpus_path, tmp_path, capsys):
+    text = corpus_path.read_bytes()
+    damaged = text[:500_000] if damage == "truncated" else text[:1000] + b"\0" * 10 + text[1010:]
+    copy = tmp_path / "tinyshakespeare.txt"
+    copy.write_bytes(damaged)
+    exit_code, stderr = refusal(flags(copy, tmp_path / "run"), capsys)
+    assert exit_code == 1 and "is not the Tiny Shakespeare its name says" in stderr and "delete it" in stderr
+    (tmp_path / "mine.txt").write_bytes(damaged)  # the same text under another name is the user's own
+    train.main(flags(tmp_path / "mine.txt", tmp_path / "run", max_iters=1, overwrite=True))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Resume semantics
 
