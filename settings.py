@@ -104,7 +104,9 @@ def build_parser() -> ArgumentParser:
                        help="stop when val loss has not improved for this many evaluations; 0: off")
     group.add_argument("--out-dir", default="out",
                        help="where checkpoints, metrics and plots go (default: %(default)s)")
-    group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir/last.pt")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out-dir/last.pt with its saved settings; flags\n"
+                            "given again may move where it stops (--max-iters, --patience, ...)")
     group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
     group.add_argument("--stop-after-iters", type=int,
                        help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
