@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,15 @@ def test_a_damaged_local_tiny_shakespeare_is_refused(damage, corpus_path, tmp_pa
     assert exit_code == 1 and "is not the Tiny Shakespeare its name says" in stderr and "delete it" in stderr
     (tmp_path / "mine.txt").write_bytes(damaged)  # the same text under another name is the user's own
     train.main(flags(tmp_path / "mine.txt", tmp_path / "run", max_iters=1, overwrite=True))
+
+
+def test_a_context_too_long_for_memory_is_refused_before_any_work(corpus_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "memory_bytes", lambda device: 2**30)  # a machine with 1 GiB
+    monkeypatch.setattr(train.data, "load_corpus", lambda *a, **k: pytest.fail("the data was read first"))
+    exit_code, stderr = refusal(flags(corpus_path, tmp_path, block_size=100_000, batch_size=16), capsys)
+    assert exit_code == 1 and stderr.count("\n") == 1
+    assert re.match(r"error: --block-size 100000 with --batch-size 16 needs at least [\d.,]+ GiB to train, more than "
+                    r"the 1\.0 GiB of this cpu; lower --block-size or --batch-size", stderr), stderr
 
 
 # ----------------------------------------------------------------------------------------------------
