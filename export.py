@@ -314,7 +314,7 @@ def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool
 def main(argv: list[str] | None = None) -> None:
     """Command line: export --ckpt to --out; errors are one line on stderr and exit status 2."""
     parser = argparse.ArgumentParser(
-        description="Export a tinygpt checkpoint as a Hugging Face folder (config.json + model.safetensors) "
+        description="Export a tinygpt checkpoint as a Hugging Face folder (config.json, model.safetensors, README.md) "
                     "that transformers.AutoModelForCausalLM.from_pretrained loads. rmsnorm+swiglu+rope models "
                     "become LlamaForCausalLM, layernorm+relu|gelu+learned models with biases GPT2LMHeadModel; "
                     "other combinations have no exact equivalent and are refused.",

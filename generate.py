@@ -5,7 +5,7 @@ Generate with a tinygpt model: the inference loop, and the command line that sam
     python generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 40
     python generate.py --prompt-file scene.txt --max-new-tokens 1000 --seed 1 --num-samples 3
     python generate.py --demo                              # a few scenes, with tokens/s for each
-    python generate.py --no-kv-cache --seed 1              # the same text as with the cache, slower
+    python generate.py --no-kv-cache --seed 1 --dtype float32  # the same text as with the cache, slower
 
 From Python (a notebook, or train.py at the end of training):
 
@@ -323,7 +323,8 @@ def build_parser() -> ArgumentParser:
                         help="precision the weights are stored in for generation (default: auto: bfloat16 on\n"
                              "CUDA and on CPUs with native bf16 units, else float32; see device.py)")
     parser.add_argument("--no-kv-cache", dest="use_kv_cache", action="store_false",
-                        help="recompute every past token at every step: the same text, slower; compare tokens/s")
+                        help="recompute every past token at every step, slower: the same text in float32; "
+                             "in bfloat16 the logits agree to bf16 precision (docs/generation.md)")
     return parser
 
 

@@ -12,7 +12,7 @@ import torch
 
 import generate
 from checkpoint import make_checkpoint, save_checkpoint
-from generate import StreamDecoder, default_prompt, filter_logits, load, sample, sample_next
+from generate import StreamDecoder, default_prompt, filter_logits, generate_tokens, load, sample, sample_next
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -286,3 +286,20 @@ def test_cli_prints_what_sample_returns_for_a_prompt_file_and_two_samples(cli, c
         assert text.startswith("Romo \n")
         expected += f"--- sample {i + 1} of 2 ---\n" + text + ("" if text.endswith("\n") else "\n")
     assert result.stdout == expected
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+def test_in_bfloat16_cached_logits_agree_with_uncached_to_bfloat16_precision(preset, tokenizer, corpus_text):
+    # The promise in --help and docs/generation.md: identical text in float32 (the test above); in bfloat16
+    # the two paths add in another order, so the logits agree to bf16 precision, and greedy text can part
+    # where two tokens are nearly tied.
+    model = tiny_model(preset).to(torch.bfloat16)
+    prompt = torch.tensor([tokenizer.encode(corpus_text[:8])])
+    steps = list(generate_tokens(model, prompt, 24, temperature=0, use_kv_cache=True))  # stays in the window
+    seq = torch.cat([prompt, *(token for token, _ in steps)], dim=1)
+    for t, (_, cached_logits) in enumerate(steps):
+        with torch.no_grad():
+            full_logits = model(seq[:, :prompt.size(1) + t])[0][:, -1, :].float()
+        scale = full_logits.abs().max().item()
+        # A few roundings of bf16's 8-bit mantissa (2^-8 relative) through 2 layers, at the logits' scale.
+        assert (cached_logits - full_logits).abs().max().item() <= 8 * 2**-8 * scale, f"step {t}"
