@@ -27,7 +27,7 @@ import torch
 
 import train
 from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
-from generate import generate_tokens
+from generate import generate_tokens, silence_closed_stdout
 from model import GPT, PRESETS, GPTConfig
 from results import RESULTS_DIR, markdown_table, provenance, write_results
 from settings import RECIPES, apply_recipe, parse_args
@@ -253,8 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # e.g. --device cuda without a GPU
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print()
-    print(results["table"])
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        silence_closed_stdout()
+        return 1
+    try:
+        print()
+        print(results["table"])
+    except BrokenPipeError:  # the measurements are done: still write them
+        silence_closed_stdout()
     write_results(results, args.out)
     return 0
 

@@ -385,13 +385,19 @@ def run(args: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)
 
 
+def silence_closed_stdout() -> None:
+    """After a BrokenPipeError (the reader went away: `| head`), send stdout nowhere, so the next print
+    and the flush at exit cannot fail again. train.py and bench.py use it too."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code: 0, or 2 with one `error:` line for anything to fix."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
+    except BrokenPipeError:  # stop quietly
+        silence_closed_stdout()
         return 1
     except (ValueError, OSError) as error:
         print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)  # one line, whatever the message

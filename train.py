@@ -27,7 +27,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -42,7 +41,7 @@ import data
 import distributed
 import settings
 from device import autocast, describe_device, grad_scaler, memory_bytes, pick_device, pick_dtype, synchronize
-from generate import print_sample
+from generate import print_sample, silence_closed_stdout
 from model import GPT, GPTConfig
 from progress import Clock, Progress, format_seconds
 from tokenizer import bits_per_char
@@ -147,7 +146,7 @@ class Run:
             try:
                 print(message, flush=True)
             except BrokenPipeError:  # stop quietly, saving as on Ctrl-C; later prints go nowhere
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                silence_closed_stdout()
                 self.output_closed = True
 
 

@@ -216,3 +216,14 @@ def test_a_closed_pipe_ends_the_run_quietly_and_saves_it(corpus_path, tmp_path):
     saved = load_checkpoint(tmp_path / "last.pt")
     assert saved["step"] < 400  # stopped early, saved where it stopped
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 0
+
+
+@pytest.mark.slow
+def test_bench_ends_quietly_when_its_reader_goes_away_and_still_saves_its_results(tmp_path):
+    results = tmp_path / "bench.json"
+    bench = (f"{sys.executable} bench.py generate --device cpu --preset small --new-tokens 8 --repeats 1 "
+             f"--warmup-tokens 1 --threads 1 --out {results} | head -c 1")
+    result = subprocess.run(["bash", "-c", bench], cwd=REPO, env=one_thread_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert json.loads(results.read_text())  # the measurement is still saved
