@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import errno
 import json
+import random
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +230,36 @@ def test_bench_ends_quietly_when_its_reader_goes_away_and_still_saves_its_result
                             timeout=300)
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
     assert json.loads(results.read_text())  # the measurement is still saved
+
+
+def last_logged_step(metrics: Path) -> int:
+    """The step of the last complete line of a metrics file another process is writing (-1 if none)."""
+    lines = metrics.read_text().split("\n")[:-1] if metrics.exists() else []  # the last piece may be half-written
+    return json.loads(lines[-1])["step"] if lines else -1
+
+
+@pytest.mark.slow
+def test_three_sigkills_at_random_steps_then_resume_give_the_uninterrupted_weights(corpus_path, tmp_path):
+    run_settings = dict(max_iters=300, eval_interval=10, dropout=0.1)  # dropout: its random state must resume too
+
+    def train_process(out_dir: Path, resume: bool) -> subprocess.Popen:
+        argv = ["--resume", "--out-dir", str(out_dir)] if resume else flags(corpus_path, out_dir, **run_settings)
+        return subprocess.Popen([sys.executable, "train.py", *map(str, argv)], cwd=REPO, env=one_thread_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert train_process(reference, resume=False).wait(timeout=300) == 0
+    targets = sorted(random.Random().sample(range(10, 280, 10), 3))  # a fresh choice of steps every time
+    for kill_number, target in enumerate(targets):
+        process = train_process(killed, resume=kill_number > 0)
+        try:
+            while last_logged_step(killed / "metrics.jsonl") < target:
+                assert process.poll() is None, process.stderr.read()
+                time.sleep(0.01)
+            time.sleep(random.uniform(0, 0.05))  # somewhere in the steps after that evaluation, or in its save
+        finally:
+            process.kill()
+        assert process.wait() == -signal.SIGKILL
+    assert train_process(killed, resume=True).wait(timeout=300) == 0
+    assert_same_weights(killed / "last.pt", reference / "last.pt")
+    assert_same_losses(read_metrics(killed), read_metrics(reference))  # and each evaluation logged once
