@@ -27,7 +27,7 @@ import torch
 
 import train
 from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
-from generate import generate_tokens
+from generate import generate_tokens, silence_closed_stdout
 from model import GPT, PRESETS, GPTConfig
 from results import RESULTS_DIR, markdown_table, provenance, write_results
 from settings import RECIPES, apply_recipe, parse_args
@@ -64,8 +64,8 @@ def bench_generate(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     info = run_info(device, dtype, args.command)
-    print(f"{info['device']}, weights in {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
-          f"median of {args.repeats} runs with the KV cache and {args.no_cache_repeats} without", flush=True)
+    say(f"{info['device']}, weights in {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
+        f"median of {args.repeats} runs with the KV cache and {args.no_cache_repeats} without")
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
@@ -90,7 +90,7 @@ def bench_generate(args: argparse.Namespace) -> dict:
         })
         rows.append([preset, f"{model.num_params() / 1e6:.2f}M", info["device"], info["dtype"], f"{cache:.0f}",
                      f"{no_cache:.1f}", f"{cache / no_cache:.1f}x"])
-        print(f"{preset}: {cache:.0f} tokens/s with the KV cache, {no_cache:.1f} without", flush=True)
+        say(f"{preset}: {cache:.0f} tokens/s with the KV cache, {no_cache:.1f} without")
     table = "\n".join(markdown_table(["preset", "params", "device", "dtype", "KV cache tok/s", "no cache tok/s",
                                       "speed-up"], rows))
     settings = {"new_tokens": args.new_tokens, "prompt_tokens": 1, "batch_size": 1, "temperature": 1.0,
@@ -139,9 +139,9 @@ def bench_train(args: argparse.Namespace) -> dict:
     compile_model = settings.compile if args.compile is None else args.compile
     info = run_info(device, dtype, args.command)
     peak = peak_flops(info["device"]) if device.type == "cuda" else None
-    print(f"{info['device']}, autocast {info['dtype']}, compile {'on' if compile_model else 'off'}, recipe "
-          f"{settings.recipe}: batch {batch_size} x {settings.grad_accum} micro-batches, {args.warmup_steps} "
-          f"untimed + {args.steps} timed steps", flush=True)
+    say(f"{info['device']}, autocast {info['dtype']}, compile {'on' if compile_model else 'off'}, recipe "
+        f"{settings.recipe}: batch {batch_size} x {settings.grad_accum} micro-batches, {args.warmup_steps} "
+        f"untimed + {args.steps} timed steps")
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
@@ -168,7 +168,7 @@ def bench_train(args: argparse.Namespace) -> dict:
         rows.append([preset, f"{params / 1e6:.2f}M", f"{config.dropout:g}", info["device"], info["dtype"],
                      "on" if compile_model else "off", f"{tokens_per_second:,.0f}", f"{first_step:.1f}",
                      "unknown" if mfu is None else f"{mfu:.1%}"])
-        print(f"{preset}: {tokens_per_second:,.0f} tokens/s", flush=True)
+        say(f"{preset}: {tokens_per_second:,.0f} tokens/s")
     table = "\n".join(markdown_table(["preset", "params", "dropout", "device", "autocast", "compile",
                                       "train tok/s", "first step s", "MFU"], rows))
     measured_with = {"recipe": settings.recipe, "batch_size": batch_size, "grad_accum": settings.grad_accum,
@@ -241,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def say(message: str) -> None:
+    """Print a line now; if the reader has gone away (`| head`), go on measuring quietly: the results file
+    is still written."""
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        silence_closed_stdout()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmark, print its table and write its results file."""
     argv = sys.argv[1:] if argv is None else argv
@@ -253,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # e.g. --device cuda without a GPU
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print()
-    print(results["table"])
+    say("\n" + results["table"])
     write_results(results, args.out)
     return 0
 

@@ -72,9 +72,19 @@ def make_checkpoint(model: GPT, tokenizer: Tokenizer | None, state: RunState | N
     return checkpoint
 
 
+def check_finite_weights(weights: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Raise ValueError if a weight is NaN or infinite: such a model only ever predicts NaN. Every
+    checkpoint is checked when it is written and when it is read (train.py, generate.py, export.py)."""
+    broken = [name for name, tensor in weights.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if broken:
+        raise ValueError(f"{source} has NaN or infinite weights ({len(broken)} tensors, e.g. {broken[0]}): the run "
+                         "that wrote them diverged; use an earlier checkpoint or retrain with a lower --lr")
+
+
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
     """Write a checkpoint atomically: a temp file in the same folder, flushed, then renamed over path.
-    A crash mid-write leaves the previous file intact."""
+    A crash mid-write leaves the previous file intact. Non-finite weights are refused, never written."""
+    check_finite_weights(checkpoint["model"], f"the checkpoint for {path}")
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
         try:
             torch.save(checkpoint, tmp)
@@ -84,6 +94,20 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
             os.unlink(tmp.name)
             raise
     os.replace(tmp.name, path)
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create out_dir if need be and prove it writable, before any work is done; remove the temporary
+    files of a save that was killed (their names are save_checkpoint's)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write to --out-dir {out_dir} ({error.strerror or error}); "
+                         "choose a folder you can write to") from None
+    for stale in out_dir.glob(".*.pt.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
@@ -98,6 +122,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
                          "it may be truncated or corrupt: retrain or use another file") from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise ValueError(f"{path} is not a tinygpt checkpoint (no model weights and config inside)")
+    check_finite_weights(checkpoint["model"], path)
     return checkpoint
 
 
@@ -117,7 +142,13 @@ def previous_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
 
 
 def check_resumable(checkpoint: dict, asked: dict, path: Path) -> None:
-    """Raise ValueError if the config fields the flags ask for ({field: value}) differ from the saved model's."""
+    """Raise ValueError if the checkpoint lacks a training run's state (the optimizer, random states and
+    settings a resume continues), or if the config fields the flags ask for ({field: value}) differ from
+    the saved model's."""
+    missing = [key for key in ("optimizer", "rng", "args", "step") if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} holds a model but not the state of its training run ({', '.join(missing)} "
+                         "missing), so --resume cannot continue it; start a new run with --out-dir DIR")
     saved = checkpoint["config"]
     for name, value in asked.items():
         if value != saved[name]:

@@ -3,7 +3,9 @@ The training text: where to find it, how to read it safely, how it is split, enc
 
 The default corpus is Tiny Shakespeare. It is looked for, in order, at the path given (--data), at
 $TINYGPT_DATA, and at data/tinyshakespeare.txt beside this file; if none exists it is downloaded from
-its canonical address and its sha256 is checked. Offline with no copy, the error says where to put it.
+its canonical address. Its size and sha256 are checked, whenever a file of that name is read
+(a truncated or edited copy would otherwise train without a word, with a smaller vocabulary).
+Offline with no copy, the error says where to put it.
 
 The split is the standard one so numbers compare with published results: the first 90% of the
 characters train, the last 10% validate. Each part is encoded once and cached as a uint16 array.
@@ -27,6 +29,7 @@ from tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINY_SHAKESPEARE_BYTES = 1_115_394
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_CORPUS = DATA_DIR / "tinyshakespeare.txt"
 DATA_ENV_VAR = "TINYGPT_DATA"
@@ -46,6 +49,17 @@ def find_corpus(path: str | None = None) -> Path:
     if not DEFAULT_CORPUS.exists():
         download_tiny_shakespeare(DEFAULT_CORPUS)
     return DEFAULT_CORPUS
+
+
+def check_tiny_shakespeare(path: Path) -> None:
+    """Raise DataError unless the file at path is the real Tiny Shakespeare (size first: it is cheap)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if size == TINY_SHAKESPEARE_BYTES else None
+    if digest != TINY_SHAKESPEARE_SHA256:
+        raise DataError(f"{path} is not the Tiny Shakespeare its name says ({size:,} bytes"
+                        f"{f', sha256 {digest}' if digest else ''}; expected {TINY_SHAKESPEARE_BYTES:,} bytes, "
+                        f"sha256 {TINY_SHAKESPEARE_SHA256}): it is truncated or changed; delete it to download "
+                        "it again, or give your own text another file name")
 
 
 def download_tiny_shakespeare(destination: Path) -> None:
@@ -77,7 +91,7 @@ def write_atomically(path: Path, content: bytes) -> None:
 def read_text(path: Path, min_chars: int = 1) -> str:
     """The file's text, with a clear DataError if it is missing, not UTF-8, or shorter than min_chars."""
     if not path.is_file():
-        raise DataError(f"no text file at {path}: check the path given to --data")
+        raise DataError(f"no text file at {path}: check the path given to --data (or ${DATA_ENV_VAR})")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -194,6 +208,8 @@ def load_corpus(path: str | None, tokenizer_state: dict | None, tokenizer_kind: 
     """Read the text at path (see find_corpus), split it, rebuild the saved tokenizer or build one from the
     training split, and encode both splits. max_eval_windows: see eval_windows (0: every window)."""
     corpus_path = find_corpus(path)
+    if corpus_path.name == DEFAULT_CORPUS.name and corpus_path.is_file():
+        check_tiny_shakespeare(corpus_path)
     train_text, val_text = split_text(read_text(corpus_path))
     try:
         tokenizer = (tokenizer_from_state(tokenizer_state) if tokenizer_state

@@ -21,6 +21,7 @@ bf16 makes those several times slower (see docs/generation.md).
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 
 import torch
@@ -102,6 +103,18 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """How much memory the device has in all (a GPU's own; the machine's for the CPU), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None  # MPS shares the machine's memory in ways torch does not report
 
 
 def synchronize(device: torch.device) -> None:

@@ -93,14 +93,19 @@ class StopSignal:
             if handler is not None:  # None: installed outside Python, so it cannot be put back from here
                 signal.signal(signum, handler)
 
-    def requested(self, world: int) -> bool:
-        """Whether a stop has been asked for. Under DDP the ranks decide together: a signal can reach one
-        process a step before another, and a rank that stopped alone would leave the others waiting for it
-        in the next gradient all-reduce forever. The cost is one one-number all-reduce per step, on the CPU
-        so that the GPU keeps running ahead."""
+    @property
+    def signum(self) -> int:
+        """The signal that asked for the stop (SIGTERM for a rank that only learnt of it from another)."""
+        return self.received[0] if self.received else signal.SIGTERM
+
+    def requested(self, world: int, here: bool = False) -> bool:
+        """Whether a stop has been asked for, by a signal or by this process (here). Under DDP the ranks
+        decide together: a signal can reach one process a step before another, and a rank that stopped
+        alone would leave the others waiting for it in the next gradient all-reduce forever. The cost is
+        one one-number all-reduce per step, on the CPU so that the GPU keeps running ahead."""
         if world == 1:
-            return bool(self.received)
-        flag = torch.tensor(float(bool(self.received)))
+            return bool(self.received) or here
+        flag = torch.tensor(float(bool(self.received) or here))
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return flag.item() > 0
 

@@ -4,8 +4,9 @@ Export a tinygpt checkpoint as a Hugging Face model folder, so other tools can r
     python export.py --ckpt out/best.pt --out hf-model
 
 The folder holds config.json and model.safetensors (float32), which
-transformers.AutoModelForCausalLM.from_pretrained("hf-model") loads, and tinygpt_tokenizer.json when
-the checkpoint records its tokenizer. Two layouts map exactly onto a Hugging Face architecture, so the
+transformers.AutoModelForCausalLM.from_pretrained("hf-model") loads, tinygpt_tokenizer.json when
+the checkpoint records its tokenizer, and README.md, a Hugging Face model card written from the
+checkpoint and its run (model_card). Two layouts map exactly onto a Hugging Face architecture, so the
 exported model computes the same logits as ours:
 
     norm     mlp          pos      bias        exported as
@@ -23,16 +24,20 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint
+from checkpoint import check_finite_weights, load_checkpoint
 from model import GPT, GPTConfig
 
 TOKENIZER_FILE = "tinygpt_tokenizer.json"
-EXPORT_FILES = ("config.json", "model.safetensors", TOKENIZER_FILE)
+MODEL_CARD_FILE = "README.md"
+EXPORT_FILES = ("config.json", "model.safetensors", TOKENIZER_FILE, MODEL_CARD_FILE)
+TINY_SHAKESPEARE_HF_DATASET = "karpathy/tiny_shakespeare"
+MODEL_CARD_SAMPLE_TOKENS = 200
 
 # The library defaults (Llama: bos 1, eos 2; GPT-2: 50256) would name real characters of a small
 # vocabulary, and generate() would stop whenever it sampled the "end" character. We have none.
@@ -157,6 +162,72 @@ def gpt2_tensors(state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str,
     return tensors
 
 
+def best_val_bpc(metrics_path: Path, best_val_loss: float) -> float | None:
+    """The bits per character logged with the best val loss in the run's metrics.jsonl, if it is there."""
+    if not metrics_path.is_file():
+        return None
+    for line in metrics_path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("val_loss") == best_val_loss:
+            return record.get("val_bpc")
+    return None
+
+
+def model_card(checkpoint: dict, model: GPT, architecture: str, val_bpc: float | None) -> str:
+    """A Hugging Face README.md for the exported folder, every fact read from the checkpoint and its run:
+    YAML metadata, then the architecture, data, recipe, results, tokenizer, use, a sample, how to load."""
+    from data import DEFAULT_CORPUS, VAL_FRACTION
+    from generate import sample
+    from tokenizer import tokenizer_from_state
+
+    config, run = model.config, checkpoint.get("args") or {}
+    corpus = Path(run["data"]).name if run.get("data") else DEFAULT_CORPUS.name
+    shakespeare = corpus == DEFAULT_CORPUS.name
+    metadata = ["---", "library_name: transformers", "pipeline_tag: text-generation", "license: unknown",
+                *(["datasets:", f"- {TINY_SHAKESPEARE_HF_DATASET}"] if shakespeare else []),
+                "tags:", "- tinygpt", f"- {architecture}", "---"]
+    lines = [*metadata, "", f"# tinygpt: {model.num_params():,} parameters, {architecture}", "",
+             "A small GPT trained from scratch with tinygpt (model.py, train.py) and exported with export.py.", "",
+             "## Architecture", "", "| field | value |", "|---|---|",
+             *(f"| {name} | {value} |" for name, value in asdict(config).items()), "",
+             "## Data", "", f"Trained on `{corpus}`: the first {1 - VAL_FRACTION:.0%} of its characters train, "
+             f"the last {VAL_FRACTION:.0%} validate.", ""]
+    if run:
+        recipe = ("recipe", "preset", "batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters",
+                  "weight_decay", "beta2", "grad_clip", "seed", "eval_interval", "eval_windows", "dtype")
+        lines += ["## Recipe", "", f"{checkpoint.get('step', '?')} optimizer steps of train.py with:", "",
+                  "| setting | value |", "|---|---|", *(f"| {name} | {run.get(name)} |" for name in recipe), ""]
+    if "best_val_loss" in checkpoint:
+        bpc = f", {val_bpc:.3f} bits per character" if val_bpc is not None else ""
+        lines += ["## Results", "", f"Best validation loss {checkpoint['best_val_loss']:.4f} nats per token{bpc}.", ""]
+    tokenizer = None
+    if "tokenizer" in checkpoint:
+        try:
+            tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
+        except (KeyError, RuntimeError):
+            tokenizer = None
+    if tokenizer is not None:
+        lines += ["## Tokenizer", "", f"tinygpt's {tokenizer.name} tokenizer, {tokenizer.vocab_size} tokens, saved in "
+                  f"`{TOKENIZER_FILE}`. It is not a Hugging Face tokenizer: encode and decode with tinygpt's "
+                  "`tokenizer.tokenizer_from_state`.", ""]
+    lines += ["## Intended use and limitations", "",
+              "A teaching model: for learning how a GPT is trained and for experiments at small scale. It "
+              f"imitates the style of its training text only, has a context of {config.block_size} tokens, "
+              "knows nothing beyond that text and is not fit for any real use.", ""]
+    if tokenizer is not None:
+        text = sample(model, tokenizer, prompt="\n", max_new_tokens=MODEL_CARD_SAMPLE_TOKENS, seed=0)
+        lines += ["## A sample", "", f"{MODEL_CARD_SAMPLE_TOKENS} tokens from a newline, temperature 0.8, seed 0:", "",
+                  "```", text.strip("\n"), "```", ""]
+    lines += ["## How to load", "", "```python", "import json, torch",
+              "from transformers import AutoModelForCausalLM", "from tokenizer import tokenizer_from_state  # tinygpt",
+              'model = AutoModelForCausalLM.from_pretrained("PATH")',
+              f'tokenizer = tokenizer_from_state(json.load(open("PATH/{TOKENIZER_FILE}")))',
+              'ids = torch.tensor([tokenizer.encode("\\n")])',
+              "print(tokenizer.decode(model.generate(ids, max_new_tokens=100, do_sample=True)[0].tolist()))",
+              "```", ""]
+    return "\n".join(lines)
+
+
 def check_out_dir(out: Path, force: bool) -> None:
     """Refuse to overwrite anything but an empty folder, or (with force) a previous export."""
     if out.exists() and not out.is_dir():
@@ -168,16 +239,27 @@ def check_out_dir(out: Path, force: bool) -> None:
     if foreign:  # --force deletes the folder, so it must hold nothing the user could miss
         raise FileExistsError(f"{out} holds files an export does not write ({', '.join(foreign[:5])}); "
                               "--force only replaces a previous export: choose another --out")
+    try:  # the folder beside it must take the export (see export_to_hf) before the work starts
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write the export to {out} ({error.strerror or error}); choose another --out") \
+            from None
 
 
 def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool = False) -> str:
-    """Write a checkpoint (a file or its loaded dict) as a Hugging Face folder; return the architecture name."""
+    """Write a checkpoint (a file or its loaded dict) as a Hugging Face folder with its model card; return
+    the architecture name. The card's bits per character come from the metrics.jsonl beside a file."""
     try:
         from safetensors.torch import save_file
     except ImportError:
         raise ImportError("export needs safetensors: pip install safetensors") from None
-    if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint(checkpoint)
+    metrics_path = None if isinstance(checkpoint, dict) else Path(checkpoint).parent / "metrics.jsonl"
+    if isinstance(checkpoint, dict):
+        check_finite_weights(checkpoint["model"], "the checkpoint")
+    else:
+        checkpoint = load_checkpoint(checkpoint)  # checks the weights are finite
     try:
         config = GPTConfig(**checkpoint["config"])
     except TypeError as error:  # a field this model.py does not know
@@ -204,19 +286,25 @@ def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool
     # Everything is written into a hidden folder beside the target and renamed into place at the end,
     # so a failed export never leaves a half-written model where a loader would find it.
     # (Not tempfile.mkdtemp: its folder is private to the user, and the rename would keep that.)
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.{os.getpid()}.partial"
-    staging.mkdir()
     try:
+        staging.mkdir()
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         # Our own config rides along in the metadata, so the file records what it was exported from.
         metadata = {"format": "pt", "tinygpt_config": json.dumps(asdict(config))}
         save_file(tensors, staging / "model.safetensors", metadata=metadata)
         if "tokenizer" in checkpoint:
             (staging / TOKENIZER_FILE).write_text(json.dumps(checkpoint["tokenizer"], indent=2) + "\n")
+        val_bpc = best_val_bpc(metrics_path, checkpoint["best_val_loss"]) if metrics_path and "best_val_loss" in \
+            checkpoint else None
+        (staging / MODEL_CARD_FILE).write_text(model_card(checkpoint, model, architecture, val_bpc))
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
+    except OSError as error:  # named for the target: the hidden staging folder means nothing to the user
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ValueError(f"cannot write the export to {out} ({error.strerror or error}); nothing was changed "
+                         "there") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -226,7 +314,7 @@ def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool
 def main(argv: list[str] | None = None) -> None:
     """Command line: export --ckpt to --out; errors are one line on stderr and exit status 2."""
     parser = argparse.ArgumentParser(
-        description="Export a tinygpt checkpoint as a Hugging Face folder (config.json + model.safetensors) "
+        description="Export a tinygpt checkpoint as a Hugging Face folder (config.json, model.safetensors, README.md) "
                     "that transformers.AutoModelForCausalLM.from_pretrained loads. rmsnorm+swiglu+rope models "
                     "become LlamaForCausalLM, layernorm+relu|gelu+learned models with biases GPT2LMHeadModel; "
                     "other combinations have no exact equivalent and are refused.",

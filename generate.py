@@ -5,7 +5,7 @@ Generate with a tinygpt model: the inference loop, and the command line that sam
     python generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 40
     python generate.py --prompt-file scene.txt --max-new-tokens 1000 --seed 1 --num-samples 3
     python generate.py --demo                              # a few scenes, with tokens/s for each
-    python generate.py --no-kv-cache --seed 1              # the same text as with the cache, slower
+    python generate.py --no-kv-cache --seed 1 --dtype float32  # the same text as with the cache, slower
 
 From Python (a notebook, or train.py at the end of training):
 
@@ -72,8 +72,10 @@ def check_sampling_settings(temperature: float, top_k: int | None, top_p: float 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None) -> torch.Tensor:
-    """The logits (B, vocab) the next token is drawn from: divided by the temperature, with -inf on
-    every token the rules drop.
+    """The logits (B, vocab) the next token is drawn from: less their maximum, divided by the temperature,
+    with -inf on every token the rules drop. (Subtracting the maximum leaves the softmax as it was, and
+    keeps every temperature the check accepts finite: at 1e-40 the most likely token stays at 0 and the
+    others go to -inf, which is greedy, where plain division would give inf - inf = NaN.)
 
     top_k keeps exactly the k most likely tokens (ties at the boundary go to the lower token id); top_p
     keeps the smallest set of most likely tokens whose probability reaches top_p. Temperature 0 is
@@ -83,7 +85,8 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     if temperature == 0:
         best = logits.argmax(dim=-1, keepdim=True)
         return torch.full_like(logits, float("-inf")).scatter_(-1, best, logits.gather(-1, best))
-    logits = logits / temperature
+    # In float64, where the smallest temperature the check accepts (5e-324) is not 0.
+    logits = ((logits.double() - logits.amax(dim=-1, keepdim=True)) / temperature).to(logits.dtype)
     if top_k is not None and top_k < logits.size(-1):
         order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
         keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order[:, :top_k], True)
@@ -320,7 +323,8 @@ def build_parser() -> ArgumentParser:
                         help="precision the weights are stored in for generation (default: auto: bfloat16 on\n"
                              "CUDA and on CPUs with native bf16 units, else float32; see device.py)")
     parser.add_argument("--no-kv-cache", dest="use_kv_cache", action="store_false",
-                        help="recompute every past token at every step: the same text, slower; compare tokens/s")
+                        help="recompute every past token at every step, slower: the same text in float32; "
+                             "in bfloat16 the logits agree to bf16 precision (docs/generation.md)")
     return parser
 
 
@@ -381,13 +385,19 @@ def run(args: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)
 
 
+def silence_closed_stdout() -> None:
+    """After a BrokenPipeError (the reader went away: `| head`), send stdout nowhere, so the next print
+    and the flush at exit cannot fail again. train.py and bench.py use it too."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code: 0, or 2 with one `error:` line for anything to fix."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail
+    except BrokenPipeError:  # stop quietly
+        silence_closed_stdout()
         return 1
     except (ValueError, OSError) as error:
         print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)  # one line, whatever the message

@@ -16,6 +16,7 @@ model fields are checked in one place, GPTConfig in model.py; the flags' own che
 from __future__ import annotations
 
 import argparse
+import math
 
 from data import DATA_ENV_VAR
 from model import ATTENTIONS, MLPS, NORMS, POSITIONS, PRESETS
@@ -50,6 +51,14 @@ ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "b
                       "attention")
 
 
+def finite_float(text: str) -> float:
+    """argparse type for a float flag: a number, never NaN or infinity (which would train NaN weights)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one clear line and exit code 2 (no usage dump)."""
 
@@ -76,13 +85,13 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--grad-accum", type=int, default=1,
                        help="micro-batches per optimizer step (default: %(default)s)")
     group.add_argument("--max-iters", type=int, help="optimizer steps in the whole run")
-    group.add_argument("--lr", type=float, help="peak learning rate")
-    group.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
+    group.add_argument("--lr", type=finite_float, help="peak learning rate")
+    group.add_argument("--min-lr", type=finite_float, help="learning rate at the end of the cosine decay")
     group.add_argument("--warmup-iters", type=int, help="steps of linear warmup")
-    group.add_argument("--weight-decay", type=float, default=0.1,
+    group.add_argument("--weight-decay", type=finite_float, default=0.1,
                        help="AdamW weight decay on matrices (default: %(default)s)")
-    group.add_argument("--beta2", type=float, help="AdamW beta2")
-    group.add_argument("--grad-clip", type=float, default=1.0,
+    group.add_argument("--beta2", type=finite_float, help="AdamW beta2")
+    group.add_argument("--grad-clip", type=finite_float, default=1.0,
                        help="clip the gradient norm; 0: off (default: %(default)s)")
     group.add_argument("--seed", type=int, default=1337,
                        help="seed for weights, batches and dropout (default: %(default)s)")
@@ -95,7 +104,9 @@ def build_parser() -> ArgumentParser:
                        help="stop when val loss has not improved for this many evaluations; 0: off")
     group.add_argument("--out-dir", default="out",
                        help="where checkpoints, metrics and plots go (default: %(default)s)")
-    group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir/last.pt")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out-dir/last.pt with its saved settings; flags\n"
+                            "given again may move where it stops (--max-iters, --patience, ...)")
     group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
     group.add_argument("--stop-after-iters", type=int,
                        help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
@@ -125,7 +136,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-head", type=int)
     group.add_argument("--n-embd", type=int)
     group.add_argument("--block-size", type=int, help="context length in tokens")
-    group.add_argument("--dropout", type=float)
+    group.add_argument("--dropout", type=finite_float)
     group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--attention", choices=ATTENTIONS, help="fused kernel or the written-out math")
 
@@ -146,6 +157,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tokenizer == "bpe" and (args.vocab_size is None or args.vocab_size < 257):
         parser.error("--tokenizer bpe needs --vocab-size of at least 257 (256 bytes + merges)")
     return args
+
+
+def given_flags(argv: list[str] | None = None) -> set[str]:
+    """The settings named on the command line, as opposed to left to their defaults."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+# --resume continues the saved run with the settings it saved. A flag given again with another value is
+# applied if it only moves where the run stops or what it prints (said so), and refused otherwise: a
+# changed learning rate, batch or data would make another run, one no uninterrupted run could match.
+# The hardware flags are among them: a run saved on a GPU can go on on a CPU when the flag says so.
+CHANGEABLE_ON_RESUME = ("max_iters", "patience", "eval_interval", "sample_tokens", "device", "dtype", "compile")
+# Where this invocation runs and when it stops, not what the run is: never taken from the saved run.
+NOT_SAVED_WITH_THE_RUN = ("resume", "overwrite", "out_dir", "stop_after_iters")
+
+
+def resume_settings(settings: argparse.Namespace, saved: dict, given: set[str]) -> list[str]:
+    """Continue the saved run's settings (saved: the checkpoint's "args"): every flag not given takes the
+    saved value; a given one that differs is applied if CHANGEABLE_ON_RESUME (a line saying so is returned)
+    or refused with ValueError. Model fields are checked against the saved model by checkpoint.check_resumable."""
+    changes = []
+    for name, saved_value in saved.items():
+        if name in NOT_SAVED_WITH_THE_RUN or name in ARCHITECTURE_FLAGS or not hasattr(settings, name):
+            continue
+        value = getattr(settings, name)
+        if name not in given:
+            setattr(settings, name, saved_value)
+        elif value != saved_value:
+            flag = "--" + name.replace("_", "-")
+            if name not in CHANGEABLE_ON_RESUME:
+                raise ValueError(f"{flag} {value} differs from the saved run's {saved_value}, and a resumed run keeps "
+                                 f"it (otherwise it is another run); drop {flag} to continue the run, or use another "
+                                 "--out-dir for a new one")
+            changes.append(f"{flag} {value} (the saved run had {saved_value})")
+    return changes
 
 
 def model_fields(name: str) -> dict:

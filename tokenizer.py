@@ -75,7 +75,7 @@ class CharTokenizer:
             shown = ", ".join(repr(c) for c in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
             raise ValueError(
                 f"{len(unknown)} character(s) are not in the {self.vocab_size}-character vocabulary: "
-                f"{shown}; remove them, pass drop_unknown=True, "
+                f"{shown}; remove them, pass --drop-unknown (generate.py) or drop_unknown=True (Python), "
                 "or use a byte-level tokenizer ('bpe' or 'gpt2')"
             )
         return [self.char_to_id[c] for c in text if c in self.char_to_id]

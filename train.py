@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -38,8 +40,8 @@ import checkpoint
 import data
 import distributed
 import settings
-from device import autocast, describe_device, grad_scaler, pick_device, pick_dtype, synchronize
-from generate import print_sample
+from device import autocast, describe_device, grad_scaler, memory_bytes, pick_device, pick_dtype, synchronize
+from generate import print_sample, silence_closed_stdout
 from model import GPT, GPTConfig
 from progress import Clock, Progress, format_seconds
 from tokenizer import bits_per_char
@@ -113,6 +115,14 @@ def estimate_loss(model: GPT, val_tokens: torch.Tensor, starts: list[int], block
 # Setup
 
 
+class TrainingError(Exception):
+    """The run cannot go on (its loss diverged, a checkpoint cannot be written); the message says what to do."""
+
+
+class NothingToDo(Exception):
+    """--resume of a run that has already reached its --max-iters."""
+
+
 @dataclass
 class Run:
     """Everything set up for the loop: settings, processes, hardware, data, model, optimizer, state."""
@@ -129,28 +139,71 @@ class Run:
     batch_generator: torch.Generator
     state: checkpoint.RunState
     resumed: bool
+    output_closed: bool = False  # stdout's reader went away (`python train.py | head`)
 
     def log(self, message: str) -> None:
-        if self.processes.is_main:
-            print(message, flush=True)
+        if self.processes.is_main and not self.output_closed:
+            try:
+                print(message, flush=True)
+            except BrokenPipeError:  # stop quietly, saving as on Ctrl-C; later prints go nowhere
+                silence_closed_stdout()
+                self.output_closed = True
 
 
-def set_up(args: argparse.Namespace, processes: distributed.Processes) -> Run:
-    """Device, settings, the previous run (when resuming), data, model and optimizer. Raises ValueError or
-    data.DataError, before anything is written, for any input that cannot work."""
+def training_memory_bytes(config: GPTConfig, batch_size: int, dtype: torch.dtype, params: int) -> int:
+    """A rough lower estimate of the memory one training step needs: the weights with their gradients
+    and AdamW's two moments (16 bytes a parameter), the activations backward keeps (about 17 values per
+    token and width in each layer, after Korthikanti et al. 2022, plus the T x T attention weights when
+    they are written out), and the float32 logits with their softmax and gradient."""
+    value_bytes = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    tokens = batch_size * config.block_size
+    per_layer = tokens * config.n_embd * 17 * value_bytes
+    if config.attention == "manual":
+        per_layer += batch_size * config.n_head * config.block_size ** 2 * 3 * value_bytes
+    return 16 * params + config.n_layer * per_layer + tokens * config.vocab_size * 4 * 3
+
+
+def check_fits_in_memory(config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before any work, a --block-size and batch whose training step cannot fit in the device's memory."""
+    available = memory_bytes(device)
+    with torch.device("meta"):  # the parameter count without allocating the weights
+        params = GPT(config).num_params()
+    needed = training_memory_bytes(config, batch_size, dtype, params)
+    if available is not None and needed > available:
+        raise ValueError(f"--block-size {config.block_size} with --batch-size {batch_size} needs at least "
+                         f"{needed / 2**30:,.1f} GiB to train, more than the {available / 2**30:,.1f} GiB of this "
+                         f"{device.type}; lower --block-size or --batch-size (use --grad-accum for a larger batch)")
+
+
+def set_up(args: argparse.Namespace, processes: distributed.Processes, given: set[str]) -> Run:
+    """Device, settings (a resumed run's own, see settings.resume_settings; given: the flags on the command
+    line), the previous run, the output folder, data, model and optimizer. Raises ValueError or
+    data.DataError, before anything is written, for any input that cannot work, and NothingToDo."""
+    out_dir = Path(args.out_dir)
+    saved = checkpoint.previous_run(out_dir, args.resume, args.overwrite)
+    if saved:
+        # Only the model fields on the command line count: a recipe's differ if the run overrode them.
+        asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if name in given}
+        checkpoint.check_resumable(saved, asked, out_dir / "last.pt")
+        changes = settings.resume_settings(args, saved["args"], given)
+        if processes.is_main and changes:
+            print(f"resuming with {'; '.join(changes)}")
+        if saved["step"] >= args.max_iters:
+            raise NothingToDo(f"the run in {out_dir}/ has taken {saved['step']} of its {args.max_iters} steps; "
+                              f"pass --max-iters N (more than {saved['step']}) to train it further")
     device = pick_device(args.device)
     if device.type == "cuda" and processes.world > 1:
         device = torch.device("cuda", processes.local_rank)
     dtype = pick_dtype(device, args.dtype)
     settings.apply_recipe(args, device.type)
-    out_dir = Path(args.out_dir)
-    saved = checkpoint.previous_run(out_dir, args.resume, args.overwrite)
-    asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if getattr(args, name) is not None}
+    if processes.is_main:
+        checkpoint.prepare_out_dir(out_dir)
     if saved:
-        checkpoint.check_resumable(saved, asked, out_dir / "last.pt")
         config = GPTConfig(**saved["config"])
     else:
+        asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if getattr(args, name) is not None}
         config = GPTConfig.from_preset(args.preset, **asked)  # checks every value before the data is read
+    check_fits_in_memory(config, args.batch_size, device, dtype)
     corpus = data.load_corpus(args.data, saved and saved["tokenizer"], args.tokenizer, args.vocab_size,
                               config.block_size, args.eval_windows)
     config = replace(config, vocab_size=corpus.tokenizer.vocab_size)
@@ -169,9 +222,10 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes) -> Run:
     if processes.world > 1:
         model = DistributedDataParallel(model, device_ids=[processes.local_rank] if device.type == "cuda" else None)
     scaler = grad_scaler(device, dtype)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if processes.is_main and not saved:
-        (out_dir / "metrics.jsonl").write_text("")
+    if processes.is_main:  # a new run starts an empty record; a resumed one drops evaluations after its step
+        metrics = out_dir / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if saved and metrics.exists() else []
+        metrics.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= state.step))
     return Run(args, processes, device, dtype, corpus, raw_model, model, optimizer, scaler, batch_generator, state,
                resumed=saved is not None)
 
@@ -207,7 +261,14 @@ def save(run: Run, *paths: Path) -> None:
         state = checkpoint.make_checkpoint(run.raw_model, run.corpus.tokenizer, run.state, run.optimizer, rng,
                                            vars(run.args))
         for path in paths:
-            checkpoint.save_checkpoint(state, path)
+            try:
+                checkpoint.save_checkpoint(state, path)
+            except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+                cause = error if isinstance(error, OSError) or error.__context__ is None else error.__context__
+                reason = getattr(cause, "strerror", None) or " ".join(str(cause).split())
+                raise TrainingError(f"could not write {path} at step {run.state.step} ({reason}); the previous "
+                                    f"checkpoint is kept: make room, then continue with --resume --out-dir "
+                                    f"{run.args.out_dir}") from None
 
 
 def evaluate(run: Run, clock: Clock, progress: Progress) -> None:
@@ -220,6 +281,7 @@ def evaluate(run: Run, clock: Clock, progress: Progress) -> None:
     tokens_per_sec = steps_timed * tokens_per_step(run) / interval_seconds if steps_timed else 0.0
     val_loss = estimate_loss(run.raw_model, corpus.val_tokens, corpus.val_starts, run.raw_model.config.block_size,
                              args.batch_size, run.device, run.dtype, run.processes.rank, world)
+    check_finite_loss(val_loss, "validation", state.step, run)
     improved = state.record_eval(val_loss)
     state.elapsed_s = clock.elapsed()
     mean_loss = distributed.mean_across(state.interval_loss, world).item()  # every rank trained its own slices
@@ -237,13 +299,30 @@ def evaluate(run: Run, clock: Clock, progress: Progress) -> None:
             f"{val_loss:.4f} ({record['val_bpc']:.3f} bpc){' *' if improved else '  '} | lr {record['lr']:.2e} | "
             f"{tokens_per_sec:8,.0f} tok/s | {format_seconds(state.elapsed_s)} elapsed, "
             f"{format_seconds(time_left)} left")
+    out_dir = Path(args.out_dir)
+    metrics_path = out_dir / "metrics.jsonl"
+    metrics_size = metrics_path.stat().st_size if run.processes.is_main else 0
     if run.processes.is_main:
-        with open(Path(args.out_dir) / "metrics.jsonl", "a") as metrics:
+        with open(metrics_path, "a") as metrics:
             metrics.write(json.dumps(record) + "\n")
     state.interval_loss, state.interval_steps = torch.zeros((), device=run.device), 0  # saved as a fresh start
-    out_dir = Path(args.out_dir)
-    save(run, *([out_dir / "best.pt"] if improved else []), out_dir / "last.pt")
+    try:
+        save(run, *([out_dir / "best.pt"] if improved else []), out_dir / "last.pt")
+    except TrainingError:
+        if run.processes.is_main:  # the record holds saved steps only, so a resume logs each step once
+            os.truncate(metrics_path, metrics_size)
+        raise
     clock.interval_start = time.time()
+
+
+def check_finite_loss(loss: float, kind: str, step: int, run: Run) -> None:
+    """Stop a diverged run at once, before NaN weights reach a checkpoint."""
+    if math.isfinite(loss):
+        return
+    fp16 = ", or --dtype bfloat16 instead of float16" if run.dtype == torch.float16 else ""
+    raise TrainingError(f"the {kind} loss is {loss} at step {step}: training diverged, and nothing from this "
+                        f"step on was saved; try a lower --lr (this run: {run.args.lr:g}), gradient clipping "
+                        f"(--grad-clip 1.0; this run: {run.args.grad_clip:g}){fp16}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -251,16 +330,28 @@ def main(argv: list[str] | None = None) -> dict:
     args = settings.parse_args(argv)
     processes = distributed.join()
     try:
-        run = set_up(args, processes)
+        run = set_up(args, processes, settings.given_flags(argv))
     except (ValueError, data.DataError) as error:
         raise SystemExit(f"error: {error}") from None
+    except NothingToDo as nothing:
+        print(f"nothing to do: {nothing}")
+        return {}
+    try:
+        return train(run)
+    except TrainingError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def train(run: Run) -> dict:
+    """The loop: evaluate and checkpoint every --eval-interval steps, step, log; then finish."""
+    args, processes = run.args, run.processes
     describe(run)
     state, progress = run.state, Progress(args.max_iters, enabled=processes.is_main)
     clock = Clock(state.step, state.elapsed_s)
     stopped_by = None
     with distributed.StopSignal() as stop_signal:
         while True:
-            last_step = state.step == args.max_iters
+            last_step = state.step >= args.max_iters
             # Evaluate and checkpoint at the start of every interval and at the very end; not again at the
             # step a run resumes from: it was evaluated and logged before it was saved.
             resumed_here = run.resumed and state.step == clock.start_step
@@ -271,8 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
                     break
             if last_step:
                 break
-            if stop_signal.requested(processes.world):
-                stopped_by = "signal"
+            if stop_signal.requested(processes.world, run.output_closed):
+                stopped_by = "output closed" if run.output_closed else signal.Signals(stop_signal.signum).name
                 break
             if args.stop_after_iters and state.step - clock.start_step >= args.stop_after_iters:
                 stopped_by = "stop-after-iters"
@@ -281,8 +372,12 @@ def main(argv: list[str] | None = None) -> dict:
             x, y = data.get_batch(run.corpus.train_tokens, args.batch_size * args.grad_accum * processes.world,
                                   args.block_size, run.batch_generator, run.device)
             lr = get_lr(state.step, args.lr, args.min_lr, args.warmup_iters, args.max_iters)
-            state.interval_loss += train_step(run.model, run.optimizer, run.scaler, x, y, lr, args.grad_accum,
-                                              args.grad_clip, run.dtype, processes.rank, processes.world)
+            loss = train_step(run.model, run.optimizer, run.scaler, x, y, lr, args.grad_accum, args.grad_clip,
+                              run.dtype, processes.rank, processes.world)
+            # One number per step to the CPU: a NaN is caught at the step it appears (on any rank).
+            check_finite_loss(distributed.sum_across(loss.clone(), processes.world).item(), "training",
+                              state.step, run)
+            state.interval_loss += loss
             state.step += 1
             state.interval_steps += 1
             if clock.first_step_s is None:
@@ -301,7 +396,8 @@ def finish(run: Run, clock: Clock, stopped_by: str | None) -> dict:
         distributed.mean_across(state.interval_loss, run.processes.world)  # each rank's own slices: save the mean
         state.elapsed_s = clock.elapsed()
         save(run, out_dir / "last.pt")
-        run.log(f"stopped at step {state.step} ({stopped_by}); {out_dir / 'last.pt'} saved: --resume continues the run")
+        run.log(f"stopped at step {state.step} ({stopped_by}); {out_dir / 'last.pt'} saved: "
+                f"python train.py --resume --out-dir {out_dir} continues the run")
     if run.processes.is_main:
         write_loss_plot(out_dir)
     total_time = time.time() - clock.started
@@ -310,12 +406,12 @@ def finish(run: Run, clock: Clock, stopped_by: str | None) -> dict:
                "tokens_per_step": tokens_per_step(run)}
     run.log(f"done: best val loss {state.best_val_loss:.4f} after {state.step} steps in {format_seconds(total_time)}; "
             f"checkpoints in {out_dir}/")
-    if run.processes.is_main and args.sample_tokens and not stopped_by:
+    if run.processes.is_main and args.sample_tokens and not stopped_by and not run.output_closed:
         print_sample(out_dir / "best.pt", run.device, args.sample_tokens)
     run.model = None  # the DDP wrapper must be freed before the process group is left (see distributed.leave)
     distributed.leave(run.processes.world)
-    if stopped_by == "signal":
-        raise SystemExit(0)
+    if stopped_by in ("SIGINT", "SIGTERM"):  # the shell's convention, so `&&` and schedulers see a stopped run
+        raise SystemExit(128 + signal.Signals[stopped_by])
     return summary
 
 

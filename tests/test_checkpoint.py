@@ -98,8 +98,12 @@ def test_record_eval_tracks_the_best_loss_and_evaluations_without_improvement():
 
 
 def test_resuming_refuses_another_model_and_accepts_the_same(tmp_path):
-    saved = make_checkpoint(tiny_model(), TOKENIZER)
+    model = tiny_model()
+    saved = make_checkpoint(model, TOKENIZER, checkpoint.RunState(), torch.optim.AdamW(model.parameters()),
+                            rng={}, settings={})
     checkpoint.check_resumable(saved, {"n_layer": 1, "norm": "layernorm"}, tmp_path / "last.pt")  # the same
+    with pytest.raises(ValueError, match=r"not the state of its training run \(optimizer, rng, args, step missing\)"):
+        checkpoint.check_resumable(make_checkpoint(model, TOKENIZER), {}, tmp_path / "last.pt")
     with pytest.raises(ValueError, match=r"n_layer=1 but --n-layer asks for 2; drop the flag"):
         checkpoint.check_resumable(saved, {"n_layer": 2}, tmp_path / "last.pt")
 

@@ -15,12 +15,12 @@ transformers = pytest.importorskip("transformers")
 
 import export  # noqa: E402  (after the skips: export needs safetensors)
 import train  # noqa: E402
-from checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
 from data import get_batch  # noqa: E402
 from device import grad_scaler  # noqa: E402
-from generate import generate  # noqa: E402
+from generate import generate, sample  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
-from tokenizer import CharTokenizer  # noqa: E402
+from tokenizer import CharTokenizer, tokenizer_from_state  # noqa: E402
 
 SMALL = dict(n_layer=2, n_embd=64, n_head=4, block_size=32)  # the presets' layouts, shrunk for speed
 TOLERANCE = 1e-4  # largest allowed |our logit - HF logit|; float32 rounding is far below it
@@ -148,7 +148,7 @@ def test_cli_refuses_a_non_empty_out_dir_unless_forced(tmp_path, capsys):
     ckpt, out = tmp_path / "ckpt.pt", tmp_path / "hf"
     save_checkpoint(checkpoint_of(perturbed_model("vanilla", **SMALL)), ckpt)
     assert run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out))[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
     save_checkpoint(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
     status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out))
@@ -179,8 +179,9 @@ def test_a_failed_export_leaves_the_previous_one_untouched(tmp_path, monkeypatch
         raise OSError("No space left on device")
 
     monkeypatch.setattr("safetensors.torch.save_file", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(ValueError, match="No space left") as error:
         export.export_to_hf(checkpoint_of(perturbed_model("modern", **SMALL)), out, force=True)
+    assert str(error.value).startswith(f"cannot write the export to {out} ") and "partial" not in str(error.value)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
 
@@ -206,3 +207,39 @@ def test_missing_safetensors_names_the_package_to_install(tmp_path, monkeypatch)
 def test_help_points_to_llama_cpp(capsys):
     status, out, _ = run_cli(capsys, "--help")
     assert status == 0 and "convert_hf_to_gguf.py" in out
+
+
+def test_an_export_target_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    code, _, stderr = run_cli(capsys, "--ckpt", str(tmp_path / "no.pt"), "--out", str(tmp_path / "file" / "hf"))
+    assert code == 2 and "no checkpoint at" in stderr  # the checkpoint is checked first: it is cheap
+    model_file = tmp_path / "model.pt"
+    torch.save(checkpoint_of(perturbed_model("modern", **SMALL)), model_file)
+    code, _, stderr = run_cli(capsys, "--ckpt", str(model_file), "--out", str(tmp_path / "file" / "hf"))
+    assert code == 2 and stderr.startswith(f"error: cannot write the export to {tmp_path / 'file' / 'hf'}")
+
+
+def test_the_model_card_is_written_from_the_checkpoint_and_its_run(tmp_path, corpus_path):
+    run = tmp_path / "run"
+    train.main(["--data", str(corpus_path), "--out-dir", str(run), "--device", "cpu", "--dtype", "float32",
+                "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "32", "--batch-size", "8",
+                "--max-iters", "8", "--eval-interval", "4", "--eval-windows", "8", "--sample-tokens", "0"])
+    export.export_to_hf(run / "best.pt", tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    metadata, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    for line in ("library_name: transformers", "pipeline_tag: text-generation", "license: unknown",
+                 "datasets:\n- karpathy/tiny_shakespeare"):
+        assert line in metadata
+    saved = load_checkpoint(run / "best.pt")
+    best = min((json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()),
+               key=lambda record: record["val_loss"])
+    assert f"Best validation loss {saved['best_val_loss']:.4f} nats per token, {best['val_bpc']:.3f} bits" in body
+    model = GPT.from_checkpoint(saved)
+    assert f"# tinygpt: {model.num_params():,} parameters, LlamaForCausalLM" in body
+    for name in ("n_layer", "n_embd", "block_size", "norm"):
+        assert f"| {name} | {saved['config'][name]} |" in body
+    assert f"| lr | {saved['args']['lr']} |" in body and f"{saved['step']} optimizer steps" in body
+    tokenizer = tokenizer_from_state(saved["tokenizer"])
+    expected_sample = sample(model, tokenizer, prompt="\n", max_new_tokens=200, seed=0).strip("\n")
+    assert f"```\n{expected_sample}\n```" in body
+    assert "AutoModelForCausalLM.from_pretrained" in body and "Intended use and limitations" in body

@@ -12,7 +12,7 @@ import torch
 
 import generate
 from checkpoint import make_checkpoint, save_checkpoint
-from generate import StreamDecoder, default_prompt, filter_logits, load, sample, sample_next
+from generate import StreamDecoder, default_prompt, filter_logits, generate_tokens, load, sample, sample_next
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -97,12 +97,19 @@ def test_top_p_keeps_the_fewest_most_likely_tokens_that_reach_p():
 
 def test_filter_logits_divides_by_the_temperature_and_puts_minus_infinity_on_dropped_tokens():
     logits = torch.tensor([[1.0, 3.0, 3.0, 3.0, 0.0, 3.0]])
-    assert torch.equal(filter_logits(logits, temperature=2.0), logits / 2.0)
+    assert torch.equal(filter_logits(logits, temperature=2.0), (logits - 3.0) / 2.0)  # less the max: same softmax
     inf = float("inf")
     assert torch.equal(filter_logits(logits, temperature=2.0, top_k=2),
-                       torch.tensor([[-inf, 1.5, 1.5, -inf, -inf, -inf]]))  # ties at the boundary: lower ids
+                       torch.tensor([[-inf, 0.0, 0.0, -inf, -inf, -inf]]))  # ties at the boundary: lower ids
     greedy = filter_logits(logits, temperature=0, top_k=4)
     assert greedy[0].isfinite().nonzero().flatten().tolist() == [1]  # the first of the maxima, whatever top_k says
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])
+def test_tiny_temperatures_sample_the_most_likely_token_without_crashing(temperature):
+    logits = torch.randn(8, 65, generator=torch.Generator().manual_seed(0)) * 10
+    picked = sample_next(logits, temperature=temperature, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(picked, logits.argmax(dim=-1, keepdim=True))
 
 
 def test_temperature_zero_is_argmax(tokenizer):
@@ -279,3 +286,20 @@ def test_cli_prints_what_sample_returns_for_a_prompt_file_and_two_samples(cli, c
         assert text.startswith("Romo \n")
         expected += f"--- sample {i + 1} of 2 ---\n" + text + ("" if text.endswith("\n") else "\n")
     assert result.stdout == expected
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+def test_in_bfloat16_cached_logits_agree_with_uncached_to_bfloat16_precision(preset, tokenizer, corpus_text):
+    # The promise in --help and docs/generation.md: identical text in float32 (the test above); in bfloat16
+    # the two paths add in another order, so the logits agree to bf16 precision, and greedy text can part
+    # where two tokens are nearly tied.
+    model = tiny_model(preset).to(torch.bfloat16)
+    prompt = torch.tensor([tokenizer.encode(corpus_text[:8])])
+    steps = list(generate_tokens(model, prompt, 24, temperature=0, use_kv_cache=True))  # stays in the window
+    seq = torch.cat([prompt, *(token for token, _ in steps)], dim=1)
+    for t, (_, cached_logits) in enumerate(steps):
+        with torch.no_grad():
+            full_logits = model(seq[:, :prompt.size(1) + t])[0][:, -1, :].float()
+        scale = full_logits.abs().max().item()
+        # A few roundings of bf16's 8-bit mantissa (2^-8 relative) through 2 layers, at the logits' scale.
+        assert (cached_logits - full_logits).abs().max().item() <= 8 * 2**-8 * scale, f"step {t}"

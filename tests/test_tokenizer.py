@@ -87,7 +87,7 @@ def test_char_round_trips_text_from_its_vocabulary():
 def test_char_unknown_characters_raise_a_clear_error_or_are_dropped_on_request():
     tokenizer = CharTokenizer.from_text("abc ")
     assert tokenizer.unknown_chars("a café, bé") == [",", "f", "é"]
-    with pytest.raises(ValueError, match=r"'f', 'é'.*drop_unknown=True.*byte-level") as error:
+    with pytest.raises(ValueError, match=r"'f', 'é'.*--drop-unknown.*drop_unknown=True.*byte-level") as error:
         tokenizer.encode("café")
     assert "\n" not in str(error.value)
     assert tokenizer.decode(tokenizer.encode("café", drop_unknown=True)) == "ca"

@@ -227,7 +227,7 @@ def wait_for_first_evaluation(process: subprocess.Popen, metrics: Path, timeout:
 
 
 @pytest.mark.slow
-def test_sigterm_and_sigint_save_last_checkpoint_and_exit_cleanly(corpus_path, tmp_path):
+def test_sigterm_and_sigint_save_last_checkpoint_and_exit_with_the_signal_status(corpus_path, tmp_path):
     # Both runs go at once, as separate processes: each signal is sent to a real training process.
     runs = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -246,9 +246,10 @@ def test_sigterm_and_sigint_save_last_checkpoint_and_exit_cleanly(corpus_path, t
                 process.kill()
     for signum, (out_dir, process) in runs.items():
         stdout, stderr = outputs[signum]
-        assert process.returncode == 0, f"{signum.name}: {stderr}"
+        assert process.returncode == 128 + signum, f"{signum.name}: {stderr}"  # 130 for SIGINT, 143 for SIGTERM
         assert "Traceback" not in stderr
-        stopped = re.search(r"stopped at step (\d+) \(signal\); .*last\.pt saved: --resume continues the run", stdout)
+        stopped = re.search(rf"stopped at step (\d+) \({signum.name}\); .*last\.pt saved: "
+                            r"python train.py --resume --out-dir \S+ continues the run", stdout)
         assert stopped, f"{signum.name}: {stdout}"
         step = int(stopped.group(1))
         assert load_checkpoint(out_dir / "last.pt")["step"] == step
