@@ -172,7 +172,7 @@ def check_out_dir(out: Path, force: bool) -> None:
 def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool = False) -> str:
     """Write a checkpoint (a file or its loaded dict) as a Hugging Face folder; return the architecture name."""
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:
         raise ImportError("export needs safetensors: pip install safetensors") from None
     if not isinstance(checkpoint, dict):
@@ -210,7 +210,9 @@ def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         # Our own config rides along in the metadata, so the file records what it was exported from.
         metadata = {"format": "pt", "tinygpt_config": json.dumps(asdict(config))}
-        save_file(tensors, staging / "model.safetensors", metadata=metadata)
+        # Serialised in memory and written by Python, so the file gets the usual permissions (0666 less
+        # the umask): safetensors' save_file makes it private to the user (0600).
+        (staging / "model.safetensors").write_bytes(save(tensors, metadata=metadata))
         if "tokenizer" in checkpoint:
             (staging / TOKENIZER_FILE).write_text(json.dumps(checkpoint["tokenizer"], indent=2) + "\n")
         if out.exists():
