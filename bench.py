@@ -1,7 +1,9 @@
 """
 Speed benchmarks for tinygpt, one subcommand each. Every run prints a markdown table and writes it,
 with the raw numbers and how they were measured (device, torch version, command, git commit), to a
-JSON file under experiments/results/, so any number quoted in the docs can be traced to a run.
+JSON file: out/bench/bench_NAME.json, which git ignores, so trying a benchmark changes nothing in the
+repository. --update-results writes experiments/results/bench_NAME.json instead, the committed file
+the docs are built from, so any number quoted in the docs can be traced to a run.
 
     python bench.py train                             # training tokens/s (and MFU on known GPUs), 10M presets
     python bench.py generate                          # tokens/s with and without the KV cache, both 10M presets
@@ -38,7 +40,8 @@ from device import (
 )
 from model import GPT, PRESETS, GPTConfig
 
-RESULTS_DIR = Path("experiments/results")
+RESULTS_DIR = Path("experiments/results")  # committed: the docs' tables are built from these files
+SCRATCH_DIR = Path("out/bench")  # ignored by git
 TEN_MILLION_PRESETS = ("vanilla", "modern")
 # Dense bf16 tensor-core peak (FLOP/s) from each vendor's data sheet (fp16 for the T4, which has no bf16),
 # for model FLOPs utilisation. Matched by substring of torch.cuda.get_device_name(); first match wins.
@@ -235,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="precision of the matrix products (default: auto, chosen per device in device.py)")
     common.add_argument("--threads", type=positive_int, metavar="N",
                         help="CPU threads for PyTorch (default: PyTorch's choice, usually one per core)")
+    where = common.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, metavar="PATH",
+                       help=f"results file to write (default: {SCRATCH_DIR}/bench_NAME.json, ignored by git)")
+    where.add_argument("--update-results", action="store_true",
+                       help=f"write {RESULTS_DIR}/bench_NAME.json, the committed results the docs are built from "
+                            "(then run python -m experiments.report)")
     parser = argparse.ArgumentParser(description="Measure tinygpt's speed; print a markdown table and save JSON.")
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
 
@@ -254,8 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, default=None,
                        help="dropout for every preset (default: the preset's own, as train.py --preset uses; "
                             "on the CPU, attention dropout rules out the fused attention kernel)")
-    train.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_train.json",
-                       help="results file to write (default: experiments/results/bench_train.json)")
     train.set_defaults(run=bench_train)
 
     generate = subparsers.add_parser(
@@ -273,8 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "and its hundreds of steps already average out short disturbances)")
     generate.add_argument("--warmup-tokens", type=positive_int, default=20, metavar="N",
                           help="tokens generated once, untimed, before measuring (default: 20)")
-    generate.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_generate.json",
-                          help="results file to write (default: experiments/results/bench_generate.json)")
     generate.set_defaults(run=bench_generate)
     return parser
 
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(results["table"])
-    write_results(args.out, results)
+    write_results(args.out or (RESULTS_DIR if args.update_results else SCRATCH_DIR) / f"bench_{args.benchmark}.json",
+                  results)
     return 0
 
 

@@ -1,0 +1,19 @@
+"""Where bench.py writes: trying a benchmark must not change the committed results the docs are built
+from (that is what --update-results is for)."""
+
+import json
+
+import bench
+
+TINY_GENERATE = ["generate", "--preset", "small", "--new-tokens", "2", "--warmup-tokens", "1", "--repeats", "1",
+                 "--device", "cpu", "--dtype", "float32"]
+
+
+def test_a_benchmark_writes_to_an_ignored_folder_unless_asked_to_update_the_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # bench.py's paths are relative to where it is run, like the README's commands
+    assert bench.main(TINY_GENERATE) == 0
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")] == ["out/bench/bench_generate.json"]
+
+    assert bench.main([*TINY_GENERATE, "--update-results"]) == 0
+    committed = tmp_path / "experiments" / "results" / "bench_generate.json"
+    assert json.loads(committed.read_text())["benchmark"] == "generate"
