@@ -15,6 +15,7 @@ experiments/results/default_<device>.json (or --name), then regenerates docs/res
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python experiments/default_run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device import pick_device  # noqa: E402
+from device import pick_device, pick_dtype  # noqa: E402
 from experiments import common, report  # noqa: E402
 from model import load_checkpoint  # noqa: E402
 
@@ -38,11 +39,15 @@ def main(argv: list[str] | None = None) -> None:
     device_type = pick_device(args.device).type
     name = args.name or f"default_{device_type}"
     out_dir = args.runs_dir / name.replace("_", "-")
+    # On a shared machine other work slows the run; the 1-minute load average shows how busy it was.
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     run = common.train_run([*common.base_flags(args), *shlex.split(args.train_args)], out_dir, args.rerun)
-    preset = load_checkpoint(out_dir / "last.pt")["args"]["preset"]
-    result = {"name": name, "kind": "default_run", "preset": preset,
+    settings = load_checkpoint(out_dir / "last.pt")["args"]
+    result = {"name": name, "kind": "default_run", "preset": settings["preset"],
               "title": f"python train.py with its defaults{', and ' + args.train_args if args.train_args else ''}, "
                        f"on {device_type}", "device_type": device_type,
+              "precision": str(pick_dtype(pick_device(args.device), settings["dtype"])).removeprefix("torch."),
+              "load_average_at_start": load_average,
               "variants": [common.variant_result("default", [run])],
               "provenance": common.provenance("default_run", argv, args)}
     common.write_result(result, args.results_dir)
