@@ -36,6 +36,7 @@ from device import (
     describe_device,
     pick_device,
     pick_dtype,
+    pick_generation_dtype,
     synchronize,
 )
 from model import GPT, PRESETS, GPTConfig
@@ -107,7 +108,7 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
 def bench_generate(args: argparse.Namespace) -> dict:
     """Tokens/s at batch 1 with and without the KV cache, the median of a few runs, per preset."""
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
+    dtype = pick_generation_dtype(device, args.dtype)  # as generate.py stores the weights
     info = run_info(device, dtype)
     print(f"{info['device']}, weights in {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
           f"median of {args.repeats} runs with the KV cache and {args.no_cache_repeats} without", flush=True)
