@@ -1,9 +1,11 @@
 """
 Speed benchmarks for tinygpt, one subcommand each. Every run prints a markdown table and writes it,
-with the raw numbers and how they were measured (device, torch version, command, git commit), to a
-JSON file: out/bench/bench_NAME.json, which git ignores, so trying a benchmark changes nothing in the
-repository. --update-results writes experiments/results/bench_NAME.json instead, the committed file
-the docs are built from, so any number quoted in the docs can be traced to a run.
+with the raw numbers and how they were measured (results.provenance: device, torch version, command,
+git commit), to a JSON file: out/bench/bench_NAME.json, which git ignores, so trying a benchmark changes
+nothing in the repository. --update-results writes experiments/results/bench_NAME.json instead, the
+committed file the docs are built from, so any number quoted in the docs can be traced to a run. They
+measure the project's own code: train.py's train_step with a recipe's settings, and generate.py's
+generate_tokens.
 
     python bench.py train                             # training tokens/s (and MFU on known GPUs), 10M presets
     python bench.py generate                          # tokens/s with and without the KV cache, both 10M presets
@@ -16,33 +18,23 @@ build_parser() that takes the common flags and names the function.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
+import functools
 import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from device import (
-    DEVICES,
-    DTYPES,
-    autocast,
-    describe_device,
-    pick_device,
-    pick_dtype,
-    pick_generation_dtype,
-    synchronize,
-)
+import train
+from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, pick_generation_dtype, synchronize
+from generate import generate_tokens
 from model import GPT, PRESETS, GPTConfig
+from results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
+from settings import RECIPES, apply_recipe, parse_args
 
-RESULTS_DIR = Path("experiments/results")  # committed: the docs' tables are built from these files
-SCRATCH_DIR = Path("out/bench")  # ignored by git
+SCRATCH_DIR = ROOT / "out" / "bench"  # ignored by git; RESULTS_DIR holds the committed results
 TEN_MILLION_PRESETS = ("vanilla", "modern")
 # Dense bf16 tensor-core peak (FLOP/s) from each vendor's data sheet (fp16 for the T4, which has no bf16),
 # for model FLOPs utilisation. Matched by substring of torch.cuda.get_device_name(); first match wins.
@@ -52,44 +44,9 @@ PEAK_BF16_FLOPS = (
 )
 
 
-def git_commit() -> str | None:
-    """The checked-out commit, with "-dirty" if files differ from it; None outside a git checkout."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    try:
-        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def run_info(device: torch.device, dtype: torch.dtype) -> dict:
-    """Where, when and how a benchmark ran, to store beside its numbers."""
-    return {
-        "device": describe_device(device),
-        "dtype": str(dtype).removeprefix("torch."),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "git_commit": git_commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        # On a shared machine other work slows every number; the 1-minute load average shows how busy it was.
-        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A markdown table with one line per row."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_results(path: Path, results: dict) -> None:
-    """Write results as JSON to path (creating its directory) and say where."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+def run_info(device: torch.device, dtype: torch.dtype, command: list[str]) -> dict:
+    """Where, when and how a benchmark ran (results.provenance), and the precision it ran in."""
+    return {**provenance(device, command), "dtype": str(dtype).removeprefix("torch.")}
 
 
 def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device: torch.device) -> float:
@@ -98,8 +55,8 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
     generator = torch.Generator(device=device).manual_seed(0)
     synchronize(device)
     started = time.perf_counter()
-    for _ in model.generate_tokens(prompt, new_tokens, temperature=1.0, use_kv_cache=use_kv_cache,
-                                   generator=generator):
+    for _ in generate_tokens(model, prompt, new_tokens, temperature=1.0, use_kv_cache=use_kv_cache,
+                             generator=generator):
         pass
     synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
     return time.perf_counter() - started
@@ -109,7 +66,7 @@ def bench_generate(args: argparse.Namespace) -> dict:
     """Tokens/s at batch 1 with and without the KV cache, the median of a few runs, per preset."""
     device = pick_device(args.device)
     dtype = pick_generation_dtype(device, args.dtype)  # as generate.py stores the weights
-    info = run_info(device, dtype)
+    info = run_info(device, dtype, args.command)
     print(f"{info['device']}, weights in {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
           f"median of {args.repeats} runs with the KV cache and {args.no_cache_repeats} without", flush=True)
     rows, measurements = [], []
@@ -137,8 +94,8 @@ def bench_generate(args: argparse.Namespace) -> dict:
         rows.append([preset, f"{model.num_params() / 1e6:.2f}M", info["device"], info["dtype"], f"{cache:.0f}",
                      f"{no_cache:.1f}", f"{cache / no_cache:.1f}x"])
         print(f"{preset}: {cache:.0f} tokens/s with the KV cache, {no_cache:.1f} without", flush=True)
-    table = markdown_table(["preset", "params", "device", "dtype", "KV cache tok/s", "no cache tok/s", "speed-up"],
-                           rows)
+    table = "\n".join(markdown_table(["preset", "params", "device", "dtype", "KV cache tok/s", "no cache tok/s",
+                                      "speed-up"], rows))
     settings = {"new_tokens": args.new_tokens, "prompt_tokens": 1, "batch_size": 1, "temperature": 1.0,
                 "repeats": args.repeats, "no_cache_repeats": args.no_cache_repeats,
                 "warmup_tokens": args.warmup_tokens}
@@ -156,55 +113,55 @@ def flops_per_token(config: GPTConfig, params: int) -> float:
     return 6 * params + 12 * config.n_layer * config.n_embd * config.block_size
 
 
-def train_step(model, raw_model: GPT, optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-               dtype: torch.dtype) -> None:
-    """One training step as train.py takes it: forward under autocast, backward, clip, AdamW step."""
-    with autocast(device, dtype):
-        _, loss = model(x, y)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+def time_steps(step: Callable[[], object], warmup_steps: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """(seconds of the first step, which includes torch.compile's work; seconds of `steps` timed steps, taken
+    after warmup_steps untimed ones, the first included)."""
+    synchronize(device)
+    started = time.perf_counter()
+    step()
+    synchronize(device)
+    first_step = time.perf_counter() - started
+    for _ in range(warmup_steps - 1):
+        step()
+    synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return first_step, time.perf_counter() - started
 
 
 def bench_train(args: argparse.Namespace) -> dict:
-    """Training tokens/s (forward, backward, optimizer step) per preset, as train.py runs it on this device."""
-    from train import make_optimizer  # the optimizer exactly as training builds it
-
+    """Training tokens/s (forward, backward, optimizer step) per preset: train.py's train_step with the settings
+    of a recipe (train.py's default for the device unless --recipe names one), on random tokens."""
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    compile_model = device.type == "cuda" if args.compile is None else args.compile
-    info = run_info(device, dtype)
+    settings = parse_args(["--recipe", args.recipe] if args.recipe else [])  # every train.py default
+    apply_recipe(settings, device.type)
+    batch_size = args.batch_size or settings.batch_size
+    compile_model = settings.compile if args.compile is None else args.compile
+    info = run_info(device, dtype, args.command)
     peak = peak_flops(info["device"]) if device.type == "cuda" else None
-    print(f"{info['device']}, autocast {info['dtype']}, compile {'on' if compile_model else 'off'}: batch "
-          f"{args.batch_size} x {args.block_size} tokens, {args.warmup_steps} untimed + {args.steps} timed steps",
-          flush=True)
+    print(f"{info['device']}, autocast {info['dtype']}, compile {'on' if compile_model else 'off'}, recipe "
+          f"{settings.recipe}: batch {batch_size} x {settings.grad_accum} micro-batches, {args.warmup_steps} "
+          f"untimed + {args.steps} timed steps", flush=True)
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
-        overrides = {} if args.dropout is None else {"dropout": args.dropout}
-        config = GPTConfig.from_preset(preset, block_size=args.block_size, **overrides)
+        overrides = {name: value for name, value in (("block_size", args.block_size), ("dropout", args.dropout))
+                     if value is not None}
+        config = GPTConfig.from_preset(preset, **overrides)
         raw_model = GPT(config).to(device)
-        optimizer = make_optimizer(raw_model, argparse.Namespace(weight_decay=0.1, lr=1e-4, beta2=0.99), device)
+        optimizer = train.make_optimizer(raw_model, settings.lr, settings.weight_decay, settings.beta2, device)
         model = torch.compile(raw_model) if compile_model else raw_model
-        x = torch.randint(config.vocab_size, (args.batch_size, args.block_size), device=device)
-        y = torch.randint(config.vocab_size, (args.batch_size, args.block_size), device=device)
-
-        batch = (model, raw_model, optimizer, x, y, device, dtype)
-        synchronize(device)
-        started = time.perf_counter()
-        train_step(*batch)  # the first step includes torch.compile's work
-        synchronize(device)
-        first_step = time.perf_counter() - started
-        for _ in range(args.warmup_steps - 1):
-            train_step(*batch)
-        synchronize(device)
-        started = time.perf_counter()
-        for _ in range(args.steps):
-            train_step(*batch)
-        synchronize(device)
-        seconds = time.perf_counter() - started
-        tokens_per_second = args.steps * args.batch_size * args.block_size / seconds
+        scaler = grad_scaler(device, dtype)
+        sequences = batch_size * settings.grad_accum
+        x = torch.randint(config.vocab_size, (sequences, config.block_size), device=device)
+        y = torch.randint(config.vocab_size, (sequences, config.block_size), device=device)
+        step = functools.partial(train.train_step, model, optimizer, scaler, x, y, settings.lr, settings.grad_accum,
+                                 settings.grad_clip, dtype)
+        first_step, seconds = time_steps(step, args.warmup_steps, args.steps, device)
+        tokens_per_second = args.steps * sequences * config.block_size / seconds
         params = raw_model.num_params()
         mfu = tokens_per_second * flops_per_token(config, params) / peak if peak else None
         measurements.append({"preset": preset, "params": params, "dropout": config.dropout,
@@ -215,11 +172,12 @@ def bench_train(args: argparse.Namespace) -> dict:
                      "on" if compile_model else "off", f"{tokens_per_second:,.0f}", f"{first_step:.1f}",
                      "unknown" if mfu is None else f"{mfu:.1%}"])
         print(f"{preset}: {tokens_per_second:,.0f} tokens/s", flush=True)
-    table = markdown_table(["preset", "params", "dropout", "device", "autocast", "compile", "train tok/s",
-                            "first step s", "MFU"], rows)
-    settings = {"batch_size": args.batch_size, "block_size": args.block_size, "steps": args.steps,
-                "warmup_steps": args.warmup_steps, "compile": compile_model, "peak_flops": peak}
-    return {"benchmark": "train", **info, "settings": settings, "results": measurements, "table": table}
+    table = "\n".join(markdown_table(["preset", "params", "dropout", "device", "autocast", "compile",
+                                      "train tok/s", "first step s", "MFU"], rows))
+    measured_with = {"recipe": settings.recipe, "batch_size": batch_size, "grad_accum": settings.grad_accum,
+                     "block_size": config.block_size, "steps": args.steps, "warmup_steps": args.warmup_steps,
+                     "compile": compile_model, "peak_flops": peak}
+    return {"benchmark": "train", **info, "settings": measured_with, "results": measurements, "table": table}
 
 
 def positive_int(text: str) -> int:
@@ -241,10 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for PyTorch (default: PyTorch's choice, usually one per core)")
     where = common.add_mutually_exclusive_group()
     where.add_argument("--out", type=Path, metavar="PATH",
-                       help=f"results file to write (default: {SCRATCH_DIR}/bench_NAME.json, ignored by git)")
+                       help="results file to write (default: out/bench/bench_NAME.json, ignored by git)")
     where.add_argument("--update-results", action="store_true",
-                       help=f"write {RESULTS_DIR}/bench_NAME.json, the committed results the docs are built from "
-                            "(then run python -m experiments.report)")
+                       help="write experiments/results/bench_NAME.json, the committed results the docs are built "
+                            "from (then run python -m experiments.report)")
     parser = argparse.ArgumentParser(description="Measure tinygpt's speed; print a markdown table and save JSON.")
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
 
@@ -254,13 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the device's training precision. MFU uses PEAK_BF16_FLOPS; 'unknown' for other devices.")
     train.add_argument("--preset", nargs="+", choices=list(PRESETS), default=list(TEN_MILLION_PRESETS),
                        help="model preset(s) to measure (default: vanilla modern)")
-    train.add_argument("--batch-size", type=positive_int, default=16, help="sequences per step (default: 16)")
-    train.add_argument("--block-size", type=positive_int, default=256, help="tokens per sequence (default: 256)")
+    train.add_argument("--recipe", choices=list(RECIPES),
+                       help="train.py's settings to use: batch size, gradient accumulation, optimizer, clipping "
+                            "(default: train.py's for the device; see settings.py)")
+    train.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch (default: the recipe's)")
+    train.add_argument("--block-size", type=positive_int, help="tokens per sequence (default: the preset's)")
     train.add_argument("--steps", type=positive_int, default=10, help="timed steps (default: 10)")
     train.add_argument("--warmup-steps", type=positive_int, default=3,
                        help="untimed steps first, compilation included (default: 3)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.compile the model (default: on for CUDA, off elsewhere, as train.py)")
+                       help="torch.compile the model (default: as train.py: on for CUDA, off elsewhere)")
     train.add_argument("--dropout", type=float, default=None,
                        help="dropout for every preset (default: the preset's own, as train.py --preset uses; "
                             "on the CPU, attention dropout rules out the fused attention kernel)")
@@ -287,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmark, print its table and write its results file."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command = ["bench.py", *argv]  # for the results file's provenance
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
@@ -297,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(results["table"])
-    write_results(args.out or (RESULTS_DIR if args.update_results else SCRATCH_DIR) / f"bench_{args.benchmark}.json",
-                  results)
+    where = args.out or (RESULTS_DIR if args.update_results else SCRATCH_DIR) / f"bench_{args.benchmark}.json"
+    write_results(results, where)
     return 0
 
 

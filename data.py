@@ -7,6 +7,7 @@ its canonical address and its sha256 is checked. Offline with no copy, the error
 
 The split is the standard one so numbers compare with published results: the first 90% of the
 characters train, the last 10% validate. Each part is encoded once and cached as a uint16 array.
+load_corpus does all of this for train.py and returns the token ids of both splits (a Corpus).
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import json
 import os
 import secrets
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -181,3 +185,39 @@ def eval_batches(tokens: torch.Tensor, starts: list[int], block_size: int, batch
             if overlap > 0:
                 y[row, :overlap] = -1
         yield x.to(device), y.to(device)
+
+
+@dataclass
+class Corpus:
+    """The text as token ids: what the loop trains and validates on."""
+
+    name: str
+    tokenizer: Tokenizer
+    train_tokens: torch.Tensor
+    val_tokens: torch.Tensor
+    val_starts: list[int]  # the fixed validation windows
+    # Bits per character compare tokenizers fairly: all nats over the val text / its characters / ln 2.
+    # Every val token but the first is scored, so the first token's characters are not counted.
+    val_chars_scored: int
+
+
+def load_corpus(path: str | None, tokenizer_state: dict | None, tokenizer_kind: str, vocab_size: int | None,
+                block_size: int, max_eval_windows: int = 0) -> Corpus:
+    """Read the text at path (see find_corpus), split it, rebuild the saved tokenizer or build one from the
+    training split, and encode both splits. max_eval_windows: see eval_windows (0: every window)."""
+    corpus_path = find_corpus(path)
+    train_text, val_text = split_text(read_text(corpus_path))
+    try:
+        tokenizer = (tokenizer_from_state(tokenizer_state) if tokenizer_state
+                     else build_tokenizer(tokenizer_kind, train_text, vocab_size))
+    except RuntimeError as error:  # "gpt2" without tiktoken, or offline on first use
+        raise ValueError(str(error)) from error
+    splits = {"training": encode_cached(train_text, tokenizer), "validation": encode_cached(val_text, tokenizer)}
+    for name, ids in splits.items():
+        if len(ids) < block_size + 1:
+            raise ValueError(f"{corpus_path} gives only {len(ids)} {name} tokens, fewer than one context of "
+                             f"{block_size} + 1; use a longer text or a smaller --block-size")
+    train_tokens, val_tokens = (torch.from_numpy(ids.astype("int64")) for ids in splits.values())
+    return Corpus(corpus_path.name, tokenizer, train_tokens, val_tokens,
+                  eval_windows(len(val_tokens), block_size, max_eval_windows or None),
+                  len(val_text) - len(tokenizer.decode(splits["validation"][:1].tolist())))

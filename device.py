@@ -83,6 +83,12 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler:
+    """The gradient scaler training needs in float16, whose narrow range would flush small gradients to
+    zero unless the loss is scaled up first; a no-op in every other precision."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
 def describe_device(device: torch.device) -> str:
     """A human-readable name for the device, for banners and results files."""
     if device.type == "cuda":

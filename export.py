@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, GPTConfig, load_checkpoint
+from checkpoint import load_checkpoint
+from model import GPT, GPTConfig
 
 TOKENIZER_FILE = "tinygpt_tokenizer.json"
 EXPORT_FILES = ("config.json", "model.safetensors", TOKENIZER_FILE)

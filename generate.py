@@ -1,5 +1,5 @@
 """
-Sample text from a trained tinygpt model: the command line, and the same sampling as two functions.
+Generate with a tinygpt model: the inference loop, and the command line that samples text from a checkpoint.
 
     python generate.py                                     # out/best.pt, starting from a newline
     python generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 40
@@ -9,13 +9,16 @@ Sample text from a trained tinygpt model: the command line, and the same samplin
 
 From Python (a notebook, or train.py at the end of training):
 
-    from generate import load, sample
+    from generate import generate, load, sample
     model, tokenizer = load("out")                         # out/best.pt, on the best device
     print(sample(model, tokenizer, prompt="ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))
+    ids = generate(model, prompt_ids, max_new_tokens=100, temperature=0)  # token ids (B, T) in and out
 
-Text is printed as it is produced. The model never reads more than block_size tokens: past that,
-GPT.generate_tokens slides its context window. The next token is picked by model.sample_next
-(temperature, top-k, top-p); docs/generation.md explains the rules and what the KV cache saves.
+The file reads top to bottom. First inference, kept apart from the model as nanochat keeps its engine
+apart from gpt.py: filter_logits and sample_next pick the next token (temperature, top-k, top-p), and
+generate_tokens feeds the model one token at a time through its KV cache, sliding the context window
+once it holds block_size tokens. Then loading a checkpoint, sample() for text (printed as it is
+produced), and the command line. docs/generation.md explains the rules and what the cache saves.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import torch
+from torch.nn import functional as F
 
+from checkpoint import load_checkpoint
 from device import DEVICES, DTYPES, describe_device, pick_device, pick_generation_dtype
-from model import GPT, load_checkpoint
-from model import check_sampling_settings as check_model_sampling_settings
+from model import GPT
 from tokenizer import Tokenizer, tokenizer_from_state
 
 DEFAULT_MAX_NEW_TOKENS = 500
@@ -46,6 +50,109 @@ DEMO_PROMPTS = (
 )
 EMPTY_PROMPT = "the prompt is empty (or nothing is left of it): the model needs a token to start from"
 REPLACEMENT_CHAR = "\ufffd"  # what UTF-8 decoding puts where the bytes of a character are incomplete
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inference: from logits to the next token, and from a prompt to a continuation
+
+
+def check_sampling_settings(temperature: float, top_k: int | None, top_p: float | None,
+                            max_new_tokens: int | None = None) -> None:
+    """Raise ValueError, saying which and why, if a sampling setting is out of range."""
+    # Written as `not (allowed)` so that NaN, which fails every comparison, is refused too.
+    if not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be a number >= 0 (0 picks the most likely token), not {temperature}")
+    if top_k is not None and not top_k >= 1:
+        raise ValueError(f"top-k must be at least 1 (the number of candidates kept), not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top-p must be in (0, 1] (1 keeps every token), not {top_p}")
+    if max_new_tokens is not None and not max_new_tokens >= 1:
+        raise ValueError(f"max-new-tokens must be at least 1, not {max_new_tokens}")
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> torch.Tensor:
+    """The logits (B, vocab) the next token is drawn from: divided by the temperature, with -inf on
+    every token the rules drop.
+
+    top_k keeps exactly the k most likely tokens (ties at the boundary go to the lower token id); top_p
+    keeps the smallest set of most likely tokens whose probability reaches top_p. Temperature 0 is
+    greedy: only the most likely token is kept, whatever top_k and top_p say.
+    """
+    check_sampling_settings(temperature, top_k, top_p)
+    if temperature == 0:
+        best = logits.argmax(dim=-1, keepdim=True)
+        return torch.full_like(logits, float("-inf")).scatter_(-1, best, logits.gather(-1, best))
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order[:, :top_k], True)
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
+        drop_sorted = before >= top_p  # the set already reached top_p without this token
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick the next token (B, 1) from logits (B, vocab): the argmax at temperature 0, else one draw
+    from what filter_logits keeps."""
+    logits = filter_logits(logits, temperature, top_k, top_p)
+    if temperature == 0:  # no draw, so the generator's state is left as it was
+        return logits.argmax(dim=-1, keepdim=True)
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+
+
+@torch.no_grad()
+def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
+                    generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (next_token (B, 1), logits (B, vocab)) for each new token after the prompt idx (B, T).
+
+    The model never sees more than block_size tokens. When the context is full, the oldest quarter
+    is dropped: the model then reads the newest 3/4 * block_size tokens (with the cache: they are
+    prefilled into a fresh cache) and grows the window again one token at a time. With and without
+    the cache the model sees exactly the same context at every step, so the logits agree.
+    """
+    block_size = model.config.block_size
+    keep = max(1, block_size - block_size // 4)
+    seq = idx
+    start = max(0, seq.size(1) - block_size)  # first token of the context window
+    cache = model.new_kv_cache() if use_kv_cache else None
+    fed = 0  # with the cache: how many tokens of the window are already in it
+    for _ in range(max_new_tokens):
+        if seq.size(1) - start > block_size:  # window full: slide it
+            start = seq.size(1) - keep
+            fed = 0
+        if cache is not None:
+            if fed == 0:
+                cache.reset()
+            logits, _ = model(seq[:, start + fed:], kv_cache=cache)
+            fed = seq.size(1) - start
+        else:
+            logits, _ = model(seq[:, start:])
+        logits = logits[:, -1, :].float()
+        next_token = sample_next(logits, temperature, top_k, top_p, generator)
+        seq = torch.cat((seq, next_token), dim=1)
+        yield next_token, logits
+
+
+@torch.no_grad()
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """The prompt idx (B, T) followed by max_new_tokens sampled tokens, (B, T + max_new_tokens)."""
+    steps = generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache, generator)
+    return torch.cat([idx, *(token for token, _ in steps)], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading a checkpoint, and text in, text out
 
 
 def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto",
@@ -77,13 +184,6 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
 def default_prompt(tokenizer: Tokenizer) -> str:
     """A newline (the model starts a fresh line of a play), or the vocabulary's first token without one."""
     return "\n" if not tokenizer.unknown_chars("\n") else tokenizer.decode([0])
-
-
-def check_sampling_settings(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise ValueError, saying which and why, if a sampling setting is out of range."""
-    if not max_new_tokens >= 1:
-        raise ValueError(f"max-new-tokens must be at least 1, not {max_new_tokens}")
-    check_model_sampling_settings(temperature, top_k, top_p)
 
 
 class StreamDecoder:
@@ -121,12 +221,12 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
     """Continue `prompt` with max_new_tokens sampled tokens; return the prompt and the continuation as text.
 
     prompt None means default_prompt(tokenizer). temperature 0 is greedy; top_k and top_p narrow the
-    candidates (see model.sample_next). The same seed gives the same text; None draws fresh randomness.
+    candidates (see filter_logits). The same seed gives the same text; None draws fresh randomness.
     stream, if given, is called with each piece of text as soon as it is complete, the prompt first,
     so the pieces joined are the returned text. Characters the tokenizer does not know raise ValueError,
     or are left out with drop_unknown. The model samples in eval mode (no dropout), then gets its mode back.
     """
-    check_sampling_settings(max_new_tokens, temperature, top_k, top_p)
+    check_sampling_settings(temperature, top_k, top_p, max_new_tokens)
     if prompt is None:
         prompt = default_prompt(tokenizer)
     prompt_ids = tokenizer.encode(prompt, drop_unknown=drop_unknown)
@@ -139,7 +239,8 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
     model.eval()
     try:
         with torch.inference_mode():
-            steps = model.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache, generator)
+            steps = generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache,
+                                    generator)
             if stream is None:
                 # No per-token .item(): the device can run ahead, and the ids are copied back once.
                 new_ids = torch.cat([token for token, _ in steps], dim=1)[0].tolist()
@@ -158,6 +259,20 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
     finally:
         model.train(was_training)
     return tokenizer.decode(prompt_ids + new_ids)
+
+
+def print_sample(checkpoint_path: Path, device: torch.device, max_new_tokens: int) -> None:
+    """Print a sample of the checkpoint's text from a newline, as train.py does at the end of a run to show
+    what was learned: the default temperature, seed 0, printed as it is produced."""
+    model, tokenizer = load(checkpoint_path, device=str(device.type))
+    print(f"\n--- a sample from {checkpoint_path} ---", flush=True)
+    sample(model, tokenizer, prompt="\n", max_new_tokens=max_new_tokens, seed=0,
+           stream=lambda piece: print(piece, end="", flush=True))
+    print("\n---", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command line
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -236,7 +351,7 @@ def check_prompt(prompt: str, tokenizer: Tokenizer, drop_unknown: bool) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Load the checkpoint and print each requested sample, with its speed on stderr."""
-    check_sampling_settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    check_sampling_settings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     if args.num_samples < 1:
         raise ValueError(f"num-samples must be at least 1, not {args.num_samples}")
     device = pick_device(args.device)

@@ -3,7 +3,8 @@ The tinygpt model: one from-scratch GPT whose parts can be swapped one at a time
 
 Everything a forward pass does is written out here: token and position embeddings, causal
 self-attention (by hand, or through PyTorch's fused kernel), the feed-forward network, the norms,
-the residual stream, the language-model head, the KV cache and sampling.
+the residual stream, the language-model head and the KV cache. Sampling and the generation loop
+that uses the cache live in generate.py.
 
 Architectural switches (fields of GPTConfig), each changeable on its own:
     norm  "layernorm" | "rmsnorm"         LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019)
@@ -20,13 +21,14 @@ modeling_llama.py and modeling_gpt2.py for the naming that export.py maps to.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from checkpoint import load_checkpoint
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("relu", "gelu", "swiglu")
@@ -355,49 +357,6 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
-    @torch.no_grad()
-    def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                        top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
-                        generator: torch.Generator | None = None
-                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (next_token (B, 1), logits (B, vocab)) for each new token after the prompt idx (B, T).
-
-        The model never sees more than block_size tokens. When the context is full, the oldest quarter
-        is dropped: the model then reads the newest 3/4 * block_size tokens (with the cache: they are
-        prefilled into a fresh cache) and grows the window again one token at a time. With and without
-        the cache the model sees exactly the same context at every step, so the logits agree.
-        """
-        block_size = self.config.block_size
-        keep = max(1, block_size - block_size // 4)
-        seq = idx
-        start = max(0, seq.size(1) - block_size)  # first token of the context window
-        cache = self.new_kv_cache() if use_kv_cache else None
-        fed = 0  # with the cache: how many tokens of the window are already in it
-        for _ in range(max_new_tokens):
-            if seq.size(1) - start > block_size:  # window full: slide it
-                start = seq.size(1) - keep
-                fed = 0
-            if cache is not None:
-                if fed == 0:
-                    cache.reset()
-                logits, _ = self(seq[:, start + fed:], kv_cache=cache)
-                fed = seq.size(1) - start
-            else:
-                logits, _ = self(seq[:, start:])
-            logits = logits[:, -1, :].float()
-            next_token = sample_next(logits, temperature, top_k, top_p, generator)
-            seq = torch.cat((seq, next_token), dim=1)
-            yield next_token, logits
-
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """The prompt idx (B, T) followed by max_new_tokens sampled tokens, (B, T + max_new_tokens)."""
-        new = [token for token, _ in self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p,
-                                                           use_kv_cache, generator)]
-        return torch.cat([idx, *new], dim=1)
-
     @classmethod
     def from_checkpoint(cls, source: str | Path | dict, device: str | torch.device = "cpu") -> GPT:
         """Rebuild a model from a checkpoint alone (its config and weights), in eval mode. source is a
@@ -410,56 +369,3 @@ class GPT(nn.Module):
             raise ValueError(f"the checkpoint does not match this version of model.py: {error}") from error
         return model.to(device).eval()
 
-
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pick the next token (B, 1) from logits (B, vocab).
-
-    temperature 0 is greedy (argmax). Otherwise the logits are divided by the temperature, then
-    top_k keeps exactly the k most likely tokens (ties at the boundary go to the lower token id),
-    top_p keeps the smallest set of most likely tokens whose probability reaches top_p, and one token
-    is drawn from what is left.
-    """
-    check_sampling_settings(temperature, top_k, top_p)
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
-        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order[:, :top_k], True)
-        logits = logits.masked_fill(~keep, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
-        probs = F.softmax(sorted_logits, dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
-        drop_sorted = before >= top_p  # the set already reached top_p without this token
-        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
-
-
-def check_sampling_settings(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise ValueError, saying which and why, if a sampling setting is out of range."""
-    # Written as `not (allowed)` so that NaN, which fails every comparison, is refused too.
-    if not 0 <= temperature < float("inf"):
-        raise ValueError(f"temperature must be a number >= 0 (0 picks the most likely token), not {temperature}")
-    if top_k is not None and not top_k >= 1:
-        raise ValueError(f"top-k must be at least 1 (the number of candidates kept), not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top-p must be in (0, 1] (1 keeps every token), not {top_p}")
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Read a tinygpt checkpoint safely (weights_only); clear errors for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first (python train.py) or pass --ckpt PATH")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}); "
-                         "it may be truncated or corrupt: retrain or use another file") from error
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
-        raise ValueError(f"{path} is not a tinygpt checkpoint (no model weights and config inside)")
-    return checkpoint

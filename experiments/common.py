@@ -1,5 +1,5 @@
 """
-What every experiment shares: the settings it trains with, running train.py and reading back what it
+What every experiment shares: the recipe it trains with, running train.py and reading back what it
 wrote, statistics over seeds, and the provenance stamped on every results file.
 
 Each training run is `python train.py ...` in its own process, so runs cannot leak state into each
@@ -11,34 +11,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 import data
-import train
-from device import describe_device, pick_device
-from model import GPT, GPTConfig, load_checkpoint
+import results
+import settings
+from checkpoint import load_checkpoint
+from device import pick_device
+from model import GPT, GPTConfig
+from results import RESULTS_DIR, ROOT, display_path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "experiments" / "results"
 DOCS_DIR = ROOT / "docs"
 RUNS_DIR = ROOT / "out" / "experiments"  # checkpoints and logs of every run (git-ignored)
-FIRST_SEED = 1337  # train.py's default seed: the first seed of every variant is the one train.py uses
-
-# The CPU-sized default, sized for about 1.5 minutes a run on two cores, so the 15 runs of the swaps suite
-# fit in well under an hour, yet long enough for the variants to separate. No dropout: 300 steps of 2,048 tokens
-# (about 0.6 epochs) cannot overfit. 64 fixed val windows (8,192 tokens) keep each evaluation cheap.
-CPU_MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.0)
-CPU_SCHEDULE = dict(batch_size=16, max_iters=300, eval_interval=25, eval_windows=64, lr=3e-3, min_lr=3e-4,
-                    warmup_iters=30, beta2=0.99)
+FIRST_SEED = settings.build_parser().get_default("seed")  # the first seed of every variant is train.py's own
 # train.py settings copied from a run's checkpoint into the results, to describe the schedule.
 SCHEDULE_FIELDS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "weight_decay",
                    "beta2", "grad_clip", "eval_interval", "eval_windows", "dtype", "compile")
@@ -47,8 +37,8 @@ SCHEDULE_FIELDS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "war
 def add_suite_args(parser: argparse.ArgumentParser, default_seeds: int) -> None:
     """The flags of an experiment that compares variants: the model size and how many seeds."""
     parser.add_argument("--full", action="store_true",
-                        help="the 10M presets as they are, with train.py's GPU recipe (default: the CPU-sized\n"
-                             "models and schedule in experiments/common.py)")
+                        help="the 10M presets as they are, with the gpu recipe (default: the CPU-sized\n"
+                             "swaps-cpu recipe; both in settings.py)")
     parser.add_argument("--seeds", type=int, default=default_seeds,
                         help=f"seeds per variant, {FIRST_SEED} upwards (default: {default_seeds})")
 
@@ -79,40 +69,23 @@ def setting_name(args: argparse.Namespace) -> str:
     return "full" if args.full else "cpu"
 
 
+def recipe_name(args: argparse.Namespace) -> str:
+    """The recipe a suite trains with (settings.py): the gpu recipe with --full, else swaps-cpu."""
+    return "gpu" if args.full else "swaps-cpu"
+
+
 def base_flags(args: argparse.Namespace) -> list[str]:
     """The train.py flags that say where to run and on what text."""
     return ["--device", args.device] + (["--data", args.data] if args.data else [])
 
 
-def setting_flags(args: argparse.Namespace) -> list[str]:
-    """train.py flags shared by every run of a suite: device and data, the model size and schedule of the
-    CPU default or of --full, then --train-args."""
-    flags = base_flags(args)
-    if args.full:
-        recipe = {name: value for name, value in train.RECIPES["gpu"].items() if name not in ("preset", "compile")}
-        recipe["eval_windows"] = recipe["eval_windows"] or 0  # None in the recipe means the whole val split
-        flags += to_flags(recipe)
-    else:
-        flags += to_flags({**CPU_MODEL, **CPU_SCHEDULE})
-    return flags + shlex.split(args.train_args)
-
-
-def to_flags(settings: dict) -> list[str]:
-    """{"n_layer": 4} -> ["--n-layer", "4"]."""
-    flags = []
-    for name, value in settings.items():
-        flags += [f"--{name.replace('_', '-')}", str(value)]
-    return flags
+def setting_flags(args: argparse.Namespace, recipe: str) -> list[str]:
+    """train.py flags shared by every run of a suite: device and data, the recipe, then --train-args."""
+    return [*base_flags(args), "--recipe", recipe, *shlex.split(args.train_args)]
 
 
 def seeds(args: argparse.Namespace) -> list[int]:
     return list(range(FIRST_SEED, FIRST_SEED + args.seeds))
-
-
-def display_path(path: Path) -> str:
-    """path relative to the repository root when it is inside it (commands run from the root)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def train_run(flags: list[str], out_dir: Path, rerun: bool = False) -> dict:
@@ -137,7 +110,7 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False) -> dict:
         tail = "\n".join((out_dir / "train.log").read_text().splitlines()[-15:])
         raise SystemExit(f"error: this run failed with exit code {finished.returncode}:\n  {command}\n{tail}")
     receipt.write_text(json.dumps({"command": command, "process_seconds": time.time() - start,
-                                   "git_commit": git_commit()[0]}, indent=1) + "\n")
+                                   "git_commit": results.git_commit()[0]}, indent=1) + "\n")
     record = read_run(out_dir)
     print(f"  best val loss {record['best_val_loss']:.4f} ({record['best_val_bpc']:.3f} bpc), "
           f"{record['process_seconds']:.0f}s", flush=True)
@@ -226,32 +199,13 @@ def config_diff(base: dict, other: dict) -> dict:
     return {name: [base[name], other[name]] for name in base if base[name] != other[name]}
 
 
-def git_commit() -> tuple[str, bool]:
-    """(commit hash, whether the working tree had uncommitted changes), or ("unknown", False) outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-    return commit, bool(status.strip())
-
-
 def provenance(module: str, argv: list[str], args: argparse.Namespace) -> dict:
-    """Where and how a results file was made: device, versions, commit, date, data, command line."""
-    commit, dirty = git_commit()
+    """Where and how a results file was made (results.provenance), and the text it trained on."""
     corpus = data.find_corpus(args.data)
-    return {"device": describe_device(pick_device(args.device)), "torch": torch.__version__,
-            "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": {"file": corpus.name, "sha256": hashlib.sha256(corpus.read_bytes()).hexdigest()},
-            "command": shlex.join(["python", "-m", f"experiments.{module}", *argv])}
+    return {**results.provenance(pick_device(args.device), ["python", "-m", f"experiments.{module}", *argv]),
+            "data": {"file": corpus.name, "sha256": hashlib.sha256(corpus.read_bytes()).hexdigest()}}
 
 
 def write_result(result: dict, results_dir: Path) -> Path:
-    """Write results_dir/<name>.json atomically (a crash never leaves half a file for the report)."""
-    path = Path(results_dir) / f"{result['name']}.json"
-    data.write_atomically(path, (json.dumps(result, indent=1) + "\n").encode("utf-8"))
-    print(f"wrote {display_path(path)}", flush=True)
-    return path
+    """Write results_dir/<name>.json."""
+    return results.write_results(result, Path(results_dir) / f"{result['name']}.json")

@@ -29,8 +29,9 @@ if __package__ in (None, ""):  # run as `python experiments/download_size.py`: m
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, report  # noqa: E402
+from results import RESULTS_DIR, ROOT, git_commit  # noqa: E402
 
-LOCK_FILE = common.ROOT / "uv.lock"
+LOCK_FILE = ROOT / "uv.lock"
 PROJECT = "tinygpt"
 GPU_ONLY_PREFIXES = ("nvidia-", "cuda-", "triton")  # PyTorch's CUDA libraries and its GPU kernel compiler
 
@@ -83,7 +84,7 @@ def download_bytes(package: dict) -> int:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description="Add up what the first `uv run` downloads here, from uv.lock.")
-    parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR,
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="where download_size.json goes (default: experiments/results)")
     parser.add_argument("--docs-dir", type=Path, default=common.DOCS_DIR,
                         help="where results.md goes (default: docs)")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     packages = [{"name": p["name"], "version": p["version"], "bytes": download_bytes(p),
                  "dev_only": p["name"] not in core, "gpu_only": p["name"].startswith(GPU_ONLY_PREFIXES)}
                 for p in with_dev]
-    commit, dirty = common.git_commit()
+    commit, dirty = git_commit()
     result = {"name": "download_size", "kind": "download_size",
               "title": "what the first `uv run` downloads",
               "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",

@@ -2,8 +2,8 @@
 The final comparison: the vanilla and modern presets at full size (about 10.7M parameters, context 256),
 trained the same way on the device that runs this, side by side: best val loss, time and parameters.
 
-    python -m experiments.final              # on a GPU: train.py's GPU recipe, 5000 steps of 64 × 256 tokens
-    python -m experiments.final --device cpu  # on a CPU: the shorter FULL_SIZE_CPU schedule below
+    python -m experiments.final              # on a GPU: the gpu recipe, 5000 steps of 64 × 256 tokens
+    python -m experiments.final --device cpu  # on a CPU: the shorter full-size-cpu recipe
 
 The swap experiments (experiments/swaps.py) measure each change alone on a small model; this one answers
 the question a reader asks last: at the size this project is about, how much better is the modern model,
@@ -14,7 +14,6 @@ architecture differs. Writes experiments/results/final_<device>.json, then regen
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -23,22 +22,9 @@ if __package__ in (None, ""):  # run as `python experiments/final.py`: make the 
 
 from device import pick_device  # noqa: E402
 from experiments import common, report  # noqa: E402
+from settings import RECIPES  # noqa: E402
 
 PRESETS = ("vanilla", "modern")
-# Full size on a 2-core CPU trains about 1,400 tokens/s, so the GPU recipe (20M tokens) would take days.
-# This schedule is 800 steps of 16 × 256 tokens: 3.3M tokens, about 3 epochs of the train split. So few
-# epochs cannot overfit 10M parameters, so dropout is off; a higher peak lr than the GPU recipe's suits the
-# short run. 100 fixed val windows (25,600 tokens) keep each evaluation short.
-FULL_SIZE_CPU = dict(batch_size=16, max_iters=800, eval_interval=100, eval_windows=100, lr=2e-3, min_lr=2e-4,
-                     warmup_iters=50, beta2=0.99, dropout=0.0)
-
-
-def schedule_flags(args: argparse.Namespace, device_type: str) -> list[str]:
-    """train.py flags for both presets: the GPU recipe as it is on CUDA and MPS, FULL_SIZE_CPU on a CPU."""
-    if device_type != "cpu":
-        args.full = True  # common.setting_flags: the 10M presets with train.py's GPU recipe
-        return common.setting_flags(args)
-    return [*common.base_flags(args), *common.to_flags(FULL_SIZE_CPU), *shlex.split(args.train_args)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,11 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     common.check_seeds(parser, args)
     device_type = pick_device(args.device).type
-    flags = schedule_flags(args, device_type)
+    recipe = "full-size-cpu" if device_type == "cpu" else "gpu"  # the gpu recipe would take days on a CPU
+    flags = common.setting_flags(args, recipe)
     if device_type == "cpu":
-        print(f"CPU schedule: the full-size presets for {FULL_SIZE_CPU['max_iters']} steps of "
-              f"{FULL_SIZE_CPU['batch_size']} sequences, far shorter than the GPU recipe (FULL_SIZE_CPU in "
-              "experiments/final.py)", flush=True)
+        print(f"CPU schedule: the full-size presets for {RECIPES[recipe]['max_iters']} steps of "
+              f"{RECIPES[recipe]['batch_size']} sequences, far shorter than the gpu recipe (full-size-cpu in "
+              "settings.py)", flush=True)
     runs = {}
     for preset in PRESETS:
         runs[preset] = []

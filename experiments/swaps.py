@@ -33,9 +33,12 @@ if __package__ in (None, ""):  # run as `python experiments/swaps.py`: make the 
 
 import torch  # noqa: E402
 
+import settings  # noqa: E402
+from checkpoint import load_checkpoint  # noqa: E402
 from device import pick_device, synchronize  # noqa: E402
 from experiments import common, report  # noqa: E402
-from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
+from generate import generate  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import tokenizer_from_state  # noqa: E402
 
 VARIANTS = {  # name -> the train.py flags that choose its architecture
@@ -83,7 +86,7 @@ def train_variants(names: list[str], args: argparse.Namespace) -> dict[str, list
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for number, (name, seed) in enumerate(jobs, 1):
         print(f"[{number}/{len(jobs)}] {name}, seed {seed}", flush=True)
-        flags = [*VARIANTS[name], *common.setting_flags(args), "--seed", str(seed)]
+        flags = [*VARIANTS[name], *common.setting_flags(args, common.recipe_name(args)), "--seed", str(seed)]
         runs[name].append(common.train_run(flags, run_dir(args, name, seed), args.rerun))
     return runs
 
@@ -119,12 +122,12 @@ def print_swap(result: dict) -> None:
 def time_generation(model: GPT, prompt: torch.Tensor, new_tokens: int, use_kv_cache: bool, repeats: int,
                     device: torch.device) -> tuple[list[int], list[float]]:
     """Greedy generation timed `repeats` times (after one short untimed warm-up); (new token ids, seconds)."""
-    model.generate(prompt, 8, temperature=0.0, use_kv_cache=use_kv_cache)
+    generate(model, prompt, 8, temperature=0.0, use_kv_cache=use_kv_cache)
     seconds = []
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        ids = model.generate(prompt, new_tokens, temperature=0.0, use_kv_cache=use_kv_cache)
+        ids = generate(model, prompt, new_tokens, temperature=0.0, use_kv_cache=use_kv_cache)
         synchronize(device)
         seconds.append(time.perf_counter() - start)
     return ids[0, prompt.size(1):].tolist(), seconds
@@ -158,7 +161,7 @@ def kvcache_result(args: argparse.Namespace, argv: list[str]) -> dict:
             text_of = tokenizer_from_state(load_checkpoint(checkpoint_path)["tokenizer"]).decode
         else:  # no trained model of this setting yet: the speed is the same with random weights
             torch.manual_seed(0)
-            sizes = {} if args.full else common.CPU_MODEL
+            sizes = settings.model_fields(common.recipe_name(args))
             model = GPT(GPTConfig.from_preset(name, **sizes)).to(device).eval()
             weights = "random"
         new_tokens = args.new_tokens or 2 * model.config.block_size

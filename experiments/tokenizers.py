@@ -31,8 +31,8 @@ if __package__ in (None, ""):  # run as `python experiments/tokenizers.py`: make
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data  # noqa: E402
+from checkpoint import load_checkpoint  # noqa: E402
 from experiments import common, report  # noqa: E402
-from model import load_checkpoint  # noqa: E402
 from tokenizer import GPT2Tokenizer, tokenizer_from_state  # noqa: E402
 
 PRESET = "modern"  # the architecture under test is the project's default one
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = []
         for seed in common.seeds(args):
             print(f"[{number}/{len(candidates)}] {name}, seed {seed}", flush=True)
-            flags = ["--preset", PRESET, *tokenizer_flags, *common.setting_flags(args), "--seed", str(seed)]
+            flags = ["--preset", PRESET, *tokenizer_flags, *common.setting_flags(args, common.recipe_name(args)),
+                     "--seed", str(seed)]
             out_dir = args.runs_dir / common.setting_name(args) / "tokenizers" / name / f"seed{seed}"
             runs.append(common.train_run(flags, out_dir, args.rerun))
         chars_per_token = text_per_token(runs[0], args)

@@ -1,8 +1,14 @@
-"""Shared test fixtures: the real corpus, found the way the scripts find it."""
+"""Shared test fixtures: the real corpus, found the way the scripts find it, and one CPU thread.
+
+`uv run pytest` runs the whole suite (what CI runs). `uv run pytest -m "not slow"` runs the fast spec:
+everything but the tests marked slow (DDP through torchrun, command lines run as processes, the
+experiment pipelines and the longer training runs).
+"""
 
 from pathlib import Path
 
 import pytest
+import torch
 
 import data
 
@@ -24,3 +30,13 @@ def corpus_path() -> Path:
 @pytest.fixture(scope="session")
 def corpus_text(corpus_path: Path) -> str:
     return data.read_text(corpus_path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_cpu_thread():
+    """The test models are too small to gain from a second thread, and on a busy machine the threads of
+    each small op wait for one another (100x slower measured on 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

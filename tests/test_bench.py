@@ -4,13 +4,16 @@ from (that is what --update-results is for)."""
 import json
 
 import bench
+import results
 
 TINY_GENERATE = ["generate", "--preset", "small", "--new-tokens", "2", "--warmup-tokens", "1", "--repeats", "1",
                  "--device", "cpu", "--dtype", "float32"]
 
 
 def test_a_benchmark_writes_to_an_ignored_folder_unless_asked_to_update_the_results(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # bench.py's paths are relative to where it is run, like the README's commands
+    assert bench.SCRATCH_DIR == results.ROOT / "out" / "bench"  # out*/ is in .gitignore
+    monkeypatch.setattr(bench, "SCRATCH_DIR", tmp_path / "out" / "bench")
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path / "experiments" / "results")
     assert bench.main(TINY_GENERATE) == 0
     assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")] == ["out/bench/bench_generate.json"]
 

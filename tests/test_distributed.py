@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # every test runs train.py under torchrun
+
 ROOT = Path(__file__).resolve().parents[1]
 # A model small enough that a few steps take seconds; dropout 0 and float32 (a CPU with native bf16 would
 # pick bf16, whose rounding differs between batch shapes) so both runs compute the same thing.

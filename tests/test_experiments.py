@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from experiments import common, default_run, final, speed, swaps, tokenizers
+from settings import RECIPES
+
+pytestmark = pytest.mark.slow  # the suites train real runs through train.py processes
 
 TOY = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 10 --eval-interval 5 "
        "--eval-windows 4 --warmup-iters 2")
@@ -149,7 +152,8 @@ def test_final_comparison_trains_both_presets_the_same_way(suite):
             f"/{variant['name']}/", "/")
         assert without_preset_and_folder == vanilla["runs"][0]["command"].replace("--preset vanilla ", "").replace(
             "/vanilla/", "/")
-        assert "--max-iters 800" in run["command"]  # the CPU schedule (the toy flags come after it and win)
+        assert "--recipe full-size-cpu" in run["command"]  # the CPU schedule; the toy flags come after it and win,
+        assert run["schedule"]["lr"] == RECIPES["full-size-cpu"]["lr"]  # except where they set nothing
         assert run["best_val_loss"] == min(r["val_loss"] for r in metrics_of(run))
         row = table_row(section(suite, "final_cpu"), variant["name"])
         assert row[1] == f"{variant['params']:,}" and f"{run['best_val_loss']:.4f}" in row

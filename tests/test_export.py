@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,11 @@ pytest.importorskip("safetensors")
 transformers = pytest.importorskip("transformers")
 
 import export  # noqa: E402  (after the skips: export needs safetensors)
+import train  # noqa: E402
+from checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from data import get_batch  # noqa: E402
+from device import grad_scaler  # noqa: E402
+from generate import generate  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
 
@@ -37,9 +41,9 @@ def perturbed_model(preset: str, seed: int = 0, **overrides) -> GPT:
     return model
 
 
-def checkpoint_of(model: GPT, **extra) -> dict:
-    """The two entries every checkpoint has (train.py adds more)."""
-    return {"model": model.state_dict(), "config": asdict(model.config), **extra}
+def checkpoint_of(model: GPT, tokenizer: CharTokenizer | None = None) -> dict:
+    """The checkpoint train.py would save for this model (without the training state)."""
+    return make_checkpoint(model, tokenizer)
 
 
 def load_hf(out_dir: Path, attn_implementation: str = "eager"):
@@ -87,42 +91,36 @@ def test_exported_model_matches_ours_at_full_preset_size(tmp_path, preset):
 
 @pytest.fixture(scope="module", params=["modern", "vanilla"])
 def trained_model(request, corpus_text) -> tuple[GPT, float, float, CharTokenizer]:
-    """A small preset model after 80 AdamW steps on Tiny Shakespeare: weights far from their init."""
+    """A small preset model after 80 of train.py's steps on Tiny Shakespeare: weights far from their init."""
     torch.manual_seed(0)
     tokenizer = CharTokenizer.from_text(corpus_text)
     tokens = torch.tensor(tokenizer.encode(corpus_text[:200_000]))  # plenty for 80 steps
     model = GPT(GPTConfig.from_preset(request.param, **SMALL, vocab_size=tokenizer.vocab_size, dropout=0.0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    block_size, generator = model.config.block_size, torch.Generator().manual_seed(0)
+    cpu, generator = torch.device("cpu"), torch.Generator().manual_seed(0)
+    optimizer = train.make_optimizer(model, lr=3e-3, weight_decay=0.1, beta2=0.99, device=cpu)
     losses = []
     for _ in range(80):
-        starts = torch.randint(len(tokens) - block_size, (16,), generator=generator).tolist()
-        x = torch.stack([tokens[i:i + block_size] for i in starts])  # (B, T)
-        y = torch.stack([tokens[i + 1:i + 1 + block_size] for i in starts])  # (B, T), shifted one token
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        x, y = get_batch(tokens, 16, model.config.block_size, generator, cpu)
+        losses.append(train.train_step(model, optimizer, grad_scaler(cpu, torch.float32), x, y, lr=3e-3).item())
     return model.eval(), losses[0], losses[-1], tokenizer
 
 
 def test_exported_model_matches_ours_after_training(tmp_path, trained_model):
     model, first_loss, last_loss, tokenizer = trained_model
     assert last_loss < first_loss - 1.0, "the model should have learned something"
-    export.export_to_hf(checkpoint_of(model, tokenizer=tokenizer.state_dict()), tmp_path / "hf")
+    export.export_to_hf(checkpoint_of(model, tokenizer), tmp_path / "hf")
     for attn_implementation in ("eager", "sdpa"):
         assert max_logit_diff(model, load_hf(tmp_path / "hf", attn_implementation)) <= TOLERANCE
 
 
 def test_greedy_generation_matches_ours_and_decodes_with_the_saved_tokenizer(tmp_path, trained_model):
     model, _, _, tokenizer = trained_model
-    export.export_to_hf(checkpoint_of(model, tokenizer=tokenizer.state_dict()), tmp_path / "hf")
+    export.export_to_hf(checkpoint_of(model, tokenizer), tmp_path / "hf")
     hf_model = load_hf(tmp_path / "hf")
     # No special token ids: HF's defaults would be real characters here, and generate() would stop on them.
     assert hf_model.config.eos_token_id is None and hf_model.generation_config.eos_token_id is None
     prompt = torch.tensor([tokenizer.encode("ROMEO:\n")])
-    ours = model.generate(prompt, max_new_tokens=20, temperature=0)
+    ours = generate(model, prompt, max_new_tokens=20, temperature=0)
     theirs = hf_model.generate(prompt, max_new_tokens=20, do_sample=False)
     assert torch.equal(ours, theirs)
     chars = json.loads((tmp_path / "hf" / export.TOKENIZER_FILE).read_text())["chars"]
@@ -150,11 +148,11 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_refuses_a_non_empty_out_dir_unless_forced(tmp_path, capsys):
     ckpt, out = tmp_path / "ckpt.pt", tmp_path / "hf"
-    torch.save(checkpoint_of(perturbed_model("vanilla", **SMALL)), ckpt)
+    save_checkpoint(checkpoint_of(perturbed_model("vanilla", **SMALL)), ckpt)
     assert run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out))[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
-    torch.save(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
+    save_checkpoint(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
     status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out))
     assert status == 2 and err.startswith("error: ") and "--force" in err and err.count("\n") == 1
     assert json.loads((out / "config.json").read_text())["model_type"] == "gpt2"  # left as it was
@@ -166,7 +164,7 @@ def test_cli_refuses_a_non_empty_out_dir_unless_forced(tmp_path, capsys):
 
 def test_force_never_deletes_files_an_export_did_not_write(tmp_path, capsys):
     ckpt, out = tmp_path / "ckpt.pt", tmp_path / "notes"
-    torch.save(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
+    save_checkpoint(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
     out.mkdir()
     (out / "todo.txt").write_text("keep me")
     status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out), "--force")
@@ -192,7 +190,7 @@ def test_a_failed_export_leaves_the_previous_one_untouched(tmp_path, monkeypatch
 def test_exported_files_get_the_usual_permissions_not_private_ones(tmp_path):
     previous = os.umask(0o022)
     try:
-        checkpoint = checkpoint_of(perturbed_model("modern", **SMALL), tokenizer={"name": "char", "chars": "ab"})
+        checkpoint = checkpoint_of(perturbed_model("modern", **SMALL), CharTokenizer(list("ab")))
         export.export_to_hf(checkpoint, tmp_path / "hf")
     finally:
         os.umask(previous)
@@ -205,7 +203,7 @@ def test_cli_errors_are_one_line_without_a_traceback(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     unsupported = tmp_path / "rope_gpt2.pt"
-    torch.save(checkpoint_of(GPT(GPTConfig.from_preset("vanilla", **SMALL, pos="rope"))), unsupported)
+    save_checkpoint(checkpoint_of(GPT(GPTConfig.from_preset("vanilla", **SMALL, pos="rope"))), unsupported)
     for ckpt, message in ((tmp_path / "missing.pt", "no checkpoint at"), (corrupt, "not a readable checkpoint"),
                           (unsupported, "no exact Hugging Face equivalent")):
         status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(tmp_path / "hf"))

@@ -5,7 +5,6 @@ streamed text is the returned text, and every mistake on the command line is one
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,9 @@ import torch
 
 import device
 import generate
-from generate import StreamDecoder, default_prompt, load, sample
-from model import GPT, PRESETS, GPTConfig, sample_next
+from checkpoint import make_checkpoint, save_checkpoint
+from generate import StreamDecoder, default_prompt, filter_logits, load, sample, sample_next
+from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +35,6 @@ def tiny_model(preset: str, seed: int = 0, **overrides) -> GPT:
     return model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run these tiny models on one thread: a second gains them nothing, and on a busy machine the
-    threads of each small op wait for one another (100x slower measured on 2 shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(corpus_text: str) -> CharTokenizer:
     return CharTokenizer.from_text(corpus_text)
@@ -54,9 +44,7 @@ def tokenizer(corpus_text: str) -> CharTokenizer:
 def checkpoint_dir(tmp_path_factory, tokenizer: CharTokenizer) -> Path:
     """An out dir holding best.pt in the format train.py writes (the keys generation needs)."""
     out_dir = tmp_path_factory.mktemp("out")
-    model = tiny_model("modern")
-    torch.save({"model": model.state_dict(), "config": asdict(model.config), "tokenizer": tokenizer.state_dict()},
-               out_dir / "best.pt")
+    save_checkpoint(make_checkpoint(tiny_model("modern"), tokenizer), out_dir / "best.pt")
     return out_dir
 
 
@@ -108,6 +96,16 @@ def test_top_p_keeps_the_fewest_most_likely_tokens_that_reach_p():
     assert candidates(dominant, top_p=0.01) == {0}  # the most likely token is always kept
 
 
+def test_filter_logits_divides_by_the_temperature_and_puts_minus_infinity_on_dropped_tokens():
+    logits = torch.tensor([[1.0, 3.0, 3.0, 3.0, 0.0, 3.0]])
+    assert torch.equal(filter_logits(logits, temperature=2.0), logits / 2.0)
+    inf = float("inf")
+    assert torch.equal(filter_logits(logits, temperature=2.0, top_k=2),
+                       torch.tensor([[-inf, 1.5, 1.5, -inf, -inf, -inf]]))  # ties at the boundary: lower ids
+    greedy = filter_logits(logits, temperature=0, top_k=4)
+    assert greedy[0].isfinite().nonzero().flatten().tolist() == [1]  # the first of the maxima, whatever top_k says
+
+
 def test_temperature_zero_is_argmax(tokenizer):
     logits = torch.randn(8, 65)
     expected = logits.argmax(dim=-1, keepdim=True)
@@ -120,6 +118,15 @@ def test_temperature_zero_is_argmax(tokenizer):
         logits, _ = model(torch.tensor([ids]))
         ids.append(logits[0, -1].argmax().item())
     assert sample(model, tokenizer, "ROMEO:", 10, temperature=0) == tokenizer.decode(ids)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top-k"), (dict(top_p=0.0), "top-p"),
+    (dict(top_p=1.5), "top-p"), (dict(temperature=float("nan")), "temperature"),
+])
+def test_sampling_refuses_settings_out_of_range(settings, message):
+    with pytest.raises(ValueError, match=message):
+        sample_next(torch.zeros(1, 5), **settings)
 
 
 def test_same_seed_gives_the_same_text_and_different_seeds_differ(tokenizer):
@@ -188,8 +195,7 @@ def test_auto_precision_generates_in_float32_on_any_cpu_and_bf16_only_when_asked
 
 
 def test_load_refuses_a_checkpoint_without_a_tokenizer(tmp_path):
-    model = tiny_model("modern")
-    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, tmp_path / "best.pt")
+    save_checkpoint(make_checkpoint(tiny_model("modern"), tokenizer=None), tmp_path / "best.pt")
     with pytest.raises(ValueError, match="no tokenizer"):
         load(tmp_path, device="cpu")
 
@@ -245,12 +251,14 @@ def cli(checkpoint_dir, tmp_path_factory) -> dict[str, subprocess.CompletedProce
     return results
 
 
+@pytest.mark.slow
 def test_cli_refuses_unknown_prompt_characters_and_names_them(cli):
     result = cli["unknown characters"]
     assert_one_error_line(result.returncode, result.stderr, "'é'", "'€'", "--drop-unknown")
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_drops_unknown_characters_when_asked_and_says_which(cli):
     result = cli["dropped characters, prompt file, two samples"]
     assert result.returncode == 0, result.stderr
@@ -258,21 +266,25 @@ def test_cli_drops_unknown_characters_when_asked_and_says_which(cli):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_checkpoint(cli):
     result = cli["missing checkpoint"]
     assert_one_error_line(result.returncode, result.stderr, "no checkpoint at", "best.pt")
 
 
+@pytest.mark.slow
 def test_cli_reports_a_corrupt_checkpoint(cli):
     result = cli["corrupt checkpoint"]
     assert_one_error_line(result.returncode, result.stderr, "corrupt.pt", "not a readable checkpoint")
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_flag_value(cli):
     result = cli["bad flag"]
     assert_one_error_line(result.returncode, result.stderr, "top-p")
 
 
+@pytest.mark.slow
 def test_cli_prints_what_sample_returns_for_a_prompt_file_and_two_samples(cli, checkpoint_dir):
     result = cli["dropped characters, prompt file, two samples"]
     model, tokenizer = load(checkpoint_dir, device="cpu")

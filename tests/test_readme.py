@@ -103,10 +103,12 @@ def test_readme_commands_run_with_uv_run():
     assert programs <= {"uv", "cat"}, programs
 
 
+@pytest.mark.slow
 def test_readme_commands_work_in_order_on_a_fresh_copy(tmp_path, corpus_path):
     copy = fresh_copy(tmp_path / "tinygpt", corpus_path)
     env = {name: value for name, value in os.environ.items() if name not in ("TINYGPT_DATA", "PYTHONPATH")}
     env["HF_HUB_OFFLINE"] = "1"  # the transformers example loads a local folder: nothing to download
+    env["OMP_NUM_THREADS"] = "1"  # toy models gain nothing from a second thread (see conftest.one_cpu_thread)
     ran, skipped = [], []
     for language, command in readme_commands():
         if language == "python":

@@ -9,7 +9,7 @@ Every run here is a tiny model on the CPU in float32, so results are exact or ne
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -27,7 +27,9 @@ import torch
 from torch import nn
 
 import train
-from model import GPT, GPTConfig, RMSNorm, load_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from device import grad_scaler
+from model import GPT, GPTConfig, RMSNorm
 from tokenizer import tokenizer_from_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,36 +57,26 @@ def read_metrics(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-# The tolerances below are for gradient accumulation, which adds the same numbers in another order; a
-# resumed run on the CPU in fact matches bit for bit.
-def assert_same_losses(records: list[dict], expected: list[dict]) -> None:
+# Gradient accumulation adds the same numbers in another order, so it is compared within a tolerance; a
+# resumed run on the CPU must match bit for bit (tolerance 0).
+def assert_same_losses(records: list[dict], expected: list[dict], rel: float = 0.0) -> None:
     """Same evaluations at the same steps with the same train and val losses (timings may differ)."""
     assert [r["step"] for r in records] == [r["step"] for r in expected]
     for record, reference in zip(records, expected, strict=True):
         for key in ("train_loss", "val_loss"):
-            close_to_reference = None if reference[key] is None else pytest.approx(reference[key], rel=1e-5)
+            close_to_reference = None if reference[key] is None else pytest.approx(reference[key], rel=rel, abs=0)
             assert record[key] == close_to_reference, f"{key} at step {record['step']}"
 
 
-def assert_same_weights(path: Path, expected_path: Path) -> None:
+def assert_same_weights(path: Path, expected_path: Path, rtol: float = 0.0, atol: float = 0.0) -> None:
     weights, expected = load_checkpoint(path)["model"], load_checkpoint(expected_path)["model"]
     assert weights.keys() == expected.keys()
     for name in weights:
-        torch.testing.assert_close(weights[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(weights[name], expected[name], rtol=rtol, atol=atol, msg=name)
 
 
 def one_thread_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """These models are too small to gain from a second thread, and on a busy machine threads that
-    wait on each other cost far more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -106,6 +98,7 @@ def short_run(corpus_path, tmp_path_factory) -> tuple[Path, dict]:
     return out_dir, summary
 
 
+@pytest.mark.slow
 def test_short_run_on_tiny_shakespeare_beats_a_bigram_model(short_run):
     out_dir, summary = short_run
     final_val_loss = read_metrics(out_dir)[-1]["val_loss"]
@@ -114,21 +107,22 @@ def test_short_run_on_tiny_shakespeare_beats_a_bigram_model(short_run):
     assert summary["steps"] == SHORT_RUN["max_iters"]
 
 
-def test_metrics_file_has_one_json_record_per_evaluation(short_run):
-    out_dir, _ = short_run
+def test_metrics_file_has_one_json_record_per_evaluation(finished_run):
+    out_dir, _ = finished_run
     records = read_metrics(out_dir)
-    assert [r["step"] for r in records] == [0, 100, 200, 300]
+    assert [r["step"] for r in records] == list(range(0, TINY_RUN["max_iters"] + 1, TINY_RUN["eval_interval"]))
     for record in records:
         assert {"step", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_sec", "elapsed_s"} <= record.keys()
         # One token per character, so bits per character is the loss in nats over ln 2.
         assert record["val_bpc"] == pytest.approx(record["val_loss"] / math.log(2))
     assert records[0]["train_loss"] is None  # nothing has been trained at step 0
     assert all(r["train_loss"] > 0 and r["tokens_per_sec"] > 0 for r in records[1:])
-    assert records[0]["lr"] == pytest.approx(SHORT_RUN["lr"] / SHORT_RUN["warmup_iters"])  # the first step's
+    settings = load_checkpoint(out_dir / "last.pt")["args"]  # the run's own, recipe included
+    assert records[0]["lr"] == pytest.approx(settings["lr"] / settings["warmup_iters"])  # the first step's
 
 
-def test_checkpoints_load_safely_and_hold_everything_a_resume_needs(short_run):
-    out_dir, _ = short_run
+def test_checkpoints_load_safely_and_hold_everything_a_resume_needs(finished_run):
+    out_dir, _ = finished_run
     records = read_metrics(out_dir)
     best_record = min(records, key=lambda r: r["val_loss"])
     for name, expected_step in (("last.pt", records[-1]["step"]), ("best.pt", best_record["step"])):
@@ -170,8 +164,8 @@ def test_grad_accum_of_n_micro_batches_equals_one_batch_n_times_larger(corpus_pa
     one_batch, accumulated = tmp_path / "one_batch", tmp_path / "accumulated"
     train.main(flags(corpus_path, one_batch, grad_accum=1, batch_size=8, dropout=0.0))
     train.main(flags(corpus_path, accumulated, grad_accum=4, batch_size=2, dropout=0.0))
-    assert_same_losses(read_metrics(accumulated), read_metrics(one_batch))
-    assert_same_weights(accumulated / "last.pt", one_batch / "last.pt")
+    assert_same_losses(read_metrics(accumulated), read_metrics(one_batch), rel=1e-5)
+    assert_same_weights(accumulated / "last.pt", one_batch / "last.pt", rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -183,7 +177,7 @@ KILLED_MID_WRITE = textwrap.dedent("""
     import io, os, signal, sys
     from pathlib import Path
     import torch
-    import train
+    import checkpoint
 
     real_save = torch.save
 
@@ -195,14 +189,15 @@ KILLED_MID_WRITE = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
 
     torch.save = save_half_then_die
-    train.save_checkpoint({"model": {"w": torch.full((256, 256), 2.0)}, "step": 2}, Path(sys.argv[1]))
+    checkpoint.save_checkpoint({"model": {"w": torch.full((256, 256), 2.0)}, "step": 2}, Path(sys.argv[1]))
 """)
 
 
+@pytest.mark.slow
 def test_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
     path = tmp_path / "last.pt"
     previous = {"model": {"w": torch.randn(256, 256)}, "step": 1}
-    train.save_checkpoint(previous, path)
+    save_checkpoint(previous, path)
     result = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)], cwd=REPO, env=one_thread_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr
@@ -231,6 +226,7 @@ def wait_for_first_evaluation(process: subprocess.Popen, metrics: Path, timeout:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigint_save_last_checkpoint_and_exit_cleanly(corpus_path, tmp_path):
     # Both runs go at once, as separate processes: each signal is sent to a real training process.
     runs = {}
@@ -296,7 +292,7 @@ BAD_INPUTS = {
                                    overwrite=True), "is not UTF-8"),
     "unknown device": (lambda tmp: dict(device="tpu", overwrite=True), "unknown device 'tpu'"),
     "zero learning rate": (lambda tmp: dict(lr=0, overwrite=True), "--lr must be positive"),
-    "dropout above 1": (lambda tmp: dict(dropout=1.5, overwrite=True), "--dropout must be in [0, 1)"),
+    "dropout above 1": (lambda tmp: dict(dropout=1.5, overwrite=True), "dropout must be in [0, 1)"),
     "zero batch size": (lambda tmp: dict(batch_size=0, overwrite=True), "--batch-size must be at least 1"),
     "resume with no checkpoint": (lambda tmp: dict(out_dir=tmp / "empty_run", resume=True), "found no checkpoint"),
     "resume a different shape": (lambda tmp: dict(resume=True, n_layer=2), "n_layer=1 but --n-layer asks for 2"),
@@ -331,6 +327,7 @@ def test_bad_input_is_refused_with_one_line_and_nothing_overwritten(case, corpus
     assert not (tmp_path / "empty_run").exists()  # a failed --resume does not create its folder either
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line_without_a_traceback(corpus_path, tmp_path):
     # A refusal from train.py's own checks (exit 1) and one from argparse (exit 2), as real processes.
     commands = {1: flags(corpus_path, tmp_path, data=tmp_path / "no_such.txt"), 2: flags(corpus_path, tmp_path, lr=0)}
@@ -349,28 +346,27 @@ def test_command_line_errors_are_one_line_without_a_traceback(corpus_path, tmp_p
 # The schedule and the optimizer
 
 
+SCHEDULE = dict(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+
+
 def test_lr_warms_up_linearly_from_lr_over_warmup_to_lr():
-    args = argparse.Namespace(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
-    warmup = [train.get_lr(step, args) for step in range(10)]
+    warmup = [train.get_lr(step, **SCHEDULE) for step in range(10)]
     assert warmup == pytest.approx([(step + 1) / 10 for step in range(10)])  # 0.1, 0.2, ..., 1.0
-    assert warmup[0] == pytest.approx(args.lr / args.warmup_iters) and warmup[-1] == args.lr
 
 
 def test_lr_decays_along_a_cosine_to_min_lr_at_max_iters():
-    args = argparse.Namespace(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
-    decay = [train.get_lr(step, args) for step in range(10, 111)]
-    assert decay[0] == pytest.approx(args.lr)
-    assert train.get_lr(60, args) == pytest.approx((args.lr + args.min_lr) / 2)  # half way down the cosine
-    assert train.get_lr(110, args) == pytest.approx(args.min_lr)
+    decay = [train.get_lr(step, **SCHEDULE) for step in range(10, 111)]
+    assert decay[0] == pytest.approx(1.0)
+    assert train.get_lr(60, **SCHEDULE) == pytest.approx((1.0 + 0.1) / 2)  # half way down the cosine
+    assert train.get_lr(110, **SCHEDULE) == pytest.approx(0.1)
     assert all(later < earlier for earlier, later in itertools.pairwise(decay))
-    assert train.get_lr(500, args) == pytest.approx(args.min_lr)  # and stays there if training goes on
+    assert train.get_lr(500, **SCHEDULE) == pytest.approx(0.1)  # and stays there if training goes on
 
 
 @pytest.mark.parametrize("norm,bias", [("layernorm", True), ("rmsnorm", False)])
 def test_weight_decay_applies_to_matrices_only(norm, bias):
     model = GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32, norm=norm, bias=bias))
-    args = argparse.Namespace(weight_decay=0.1, lr=1e-3, beta2=0.99)
-    optimizer = train.make_optimizer(model, args, torch.device("cpu"))
+    optimizer = train.make_optimizer(model, lr=1e-3, weight_decay=0.1, beta2=0.99, device=torch.device("cpu"))
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
     not_decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] == 0 for p in group["params"]}
 
@@ -382,3 +378,65 @@ def test_weight_decay_applies_to_matrices_only(norm, bias):
     assert not_decayed == biases_and_norms
     assert any(isinstance(m, nn.Linear) and m.bias is not None for m in model.modules()) == bias  # biases checked
     assert {id(p) for p in model.parameters()} == decayed | not_decayed  # every parameter is optimised
+
+
+# ----------------------------------------------------------------------------------------------------
+# One training step
+
+
+def step_setup(seed: int = 0) -> tuple[GPT, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0))
+    return model, train.make_optimizer(model, lr=1e-3, weight_decay=0.1, beta2=0.99, device=torch.device("cpu"))
+
+
+def batch(rows: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.randint(0, 23, (rows, 17), generator=torch.Generator().manual_seed(1))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def scaler() -> torch.amp.GradScaler:
+    return grad_scaler(torch.device("cpu"), torch.float32)
+
+
+def test_train_step_is_forward_backward_clip_and_adamw_at_the_given_lr():
+    model, optimizer = step_setup()
+    reference, reference_optimizer = step_setup()
+    x, y = batch()
+    loss = train.train_step(model, optimizer, scaler(), x, y, lr=3e-3, grad_clip=0.5)
+    # The same step written out: the loss, its gradients clipped to norm 0.5, one AdamW update at lr 3e-3.
+    for group in reference_optimizer.param_groups:
+        group["lr"] = 3e-3
+    _, reference_loss = reference(x, y)
+    reference_loss.backward()
+    torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+    reference_optimizer.step()
+    assert loss.item() == reference_loss.item()
+    for (name, weight), expected in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(weight, expected, rtol=0, atol=1e-7, msg=name)
+    assert all(p.grad is None for p in model.parameters())  # ready for the next step
+
+
+def test_train_step_with_grad_accum_equals_one_step_on_the_whole_batch():
+    model, optimizer = step_setup()
+    accumulated, accumulated_optimizer = step_setup()
+    x, y = batch(8)
+    loss = train.train_step(model, optimizer, scaler(), x, y, lr=3e-3)
+    accumulated_loss = train.train_step(accumulated, accumulated_optimizer, scaler(), x, y, lr=3e-3, grad_accum=4)
+    assert accumulated_loss.item() == pytest.approx(loss.item(), rel=1e-6)  # the mean over the 4 micro-batches
+    for (name, weight), expected in zip(accumulated.state_dict().items(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(weight, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_train_step_takes_only_this_processes_slices_of_the_batch():
+    # Process 1 of 2 with 2 micro-batches: rows 2-3 and 6-7 of 8 (micro-batch m of rank r: rows (2m + r) * 2).
+    model, optimizer = step_setup()
+    model.no_sync = contextlib.nullcontext  # what DDP adds; one process alone has no gradients to hold back
+    own_rows, own_optimizer = step_setup()
+    x, y = batch(8)
+    rows = [2, 3, 6, 7]
+    loss = train.train_step(model, optimizer, scaler(), x, y, lr=3e-3, grad_accum=2, rank=1, world=2)
+    own_loss = train.train_step(own_rows, own_optimizer, scaler(), x[rows], y[rows], lr=3e-3, grad_accum=2)
+    assert loss.item() == own_loss.item()
+    for (name, weight), expected in zip(model.state_dict().items(), own_rows.state_dict().values(), strict=True):
+        assert torch.equal(weight, expected), name

@@ -1,0 +1,154 @@
+"""
+Checkpoints: what a file holds, writing it so a crash never leaves half of one, reading it safely, and
+putting a training run back exactly where it stopped.
+
+A checkpoint is a plain dict of tensors and containers (so torch.load(weights_only=True) reads it):
+
+    model, config, tokenizer       the weights, asdict(GPTConfig) and the tokenizer's state: all that
+                                   generation needs (make_checkpoint(model, tokenizer))
+    optimizer, rng, args           from a training run: AdamW's state, the batch sampler's and every
+                                   process's dropout random state, and the run's settings
+    step, best_val_loss, ...       the fields of RunState: where the run stands
+
+train.py writes best.pt and last.pt with make_checkpoint and save_checkpoint; `--resume` reads last.pt
+with load_checkpoint, refuses it if the flags ask for another model (check_resumable), and continues
+with restore_training. A resumed run on the CPU equals an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # for type hints only: model.py imports this module to read checkpoints
+    from model import GPT
+    from tokenizer import Tokenizer
+
+
+@dataclass
+class RunState:
+    """Where a training run stands: what the loop updates and a checkpoint carries across a resume."""
+
+    step: int = 0  # optimizer steps taken
+    best_val_loss: float = float("inf")
+    evals_without_improvement: int = 0  # for --patience
+    elapsed_s: float = 0.0  # wall time since the run began, across resumes (as of the last save)
+    train_s: float = 0.0  # the part of it spent in training steps
+    # Train loss summed over the steps since the last evaluation, so a run stopped between two
+    # evaluations still logs the mean of the whole interval after it resumes.
+    interval_loss: torch.Tensor | float = 0.0
+    interval_steps: int = 0
+
+    def record_eval(self, val_loss: float) -> bool:
+        """Count one evaluation; return whether it is the best so far."""
+        improved = val_loss < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, val_loss)
+        self.evals_without_improvement = 0 if improved else self.evals_without_improvement + 1
+        return improved
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> RunState:
+        state = cls(**{field.name: checkpoint[field.name] for field in fields(cls)})
+        state.interval_loss = state.interval_loss.to(device)
+        return state
+
+
+def make_checkpoint(model: GPT, tokenizer: Tokenizer | None, state: RunState | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, rng: dict | None = None,
+                    settings: dict | None = None) -> dict:
+    """The dict a checkpoint file holds: the model's config and weights and its tokenizer (train.py always
+    saves one; without it the ids cannot become text), and, from a training run, the optimizer, random
+    states (see rng_state) and settings, and the RunState's fields."""
+    checkpoint = {"model": model.state_dict(), "config": asdict(model.config)}
+    if tokenizer is not None:
+        checkpoint["tokenizer"] = tokenizer.state_dict()
+    if state is not None:
+        checkpoint |= {"optimizer": optimizer.state_dict(), "rng": rng, "args": settings, **asdict(state)}
+    return checkpoint
+
+
+def save_checkpoint(checkpoint: dict, path: Path) -> None:
+    """Write a checkpoint atomically: a temp file in the same folder, flushed, then renamed over path.
+    A crash mid-write leaves the previous file intact."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+        try:
+            torch.save(checkpoint, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Read a tinygpt checkpoint safely (weights_only); clear errors for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first (python train.py) or pass --ckpt PATH")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}); "
+                         "it may be truncated or corrupt: retrain or use another file") from error
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
+        raise ValueError(f"{path} is not a tinygpt checkpoint (no model weights and config inside)")
+    return checkpoint
+
+
+def previous_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
+    """The checkpoint to resume, or None for a new run; refuses to overwrite a run by accident."""
+    last_path = out_dir / "last.pt"
+    if resume:
+        try:
+            return load_checkpoint(last_path)
+        except FileNotFoundError:
+            raise ValueError(f"--resume found no checkpoint at {last_path}; train without --resume first, "
+                             "or point --out-dir at the run to continue") from None
+    if (last_path.exists() or (out_dir / "best.pt").exists()) and not overwrite:
+        raise ValueError(f"{out_dir}/ already holds a trained run; pass --resume to continue it, "
+                         "--out-dir DIR for a new one, or --overwrite to replace it")
+    return None
+
+
+def check_resumable(checkpoint: dict, asked: dict, path: Path) -> None:
+    """Raise ValueError if the config fields the flags ask for ({field: value}) differ from the saved model's."""
+    saved = checkpoint["config"]
+    for name, value in asked.items():
+        if value != saved[name]:
+            raise ValueError(f"{path} holds a model with {name}={saved[name]!r} but --{name.replace('_', '-')} "
+                             f"asks for {value!r}; drop the flag to resume it, or use another --out-dir for a new run")
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's dropout random state (on a GPU, dropout draws from the GPU's generator)."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng_state(saved: list[dict], rank: int, step: int, seed: int, device: torch.device) -> None:
+    """Continue this rank's dropout random stream from the saved states (one per rank). A rank the saving
+    run did not have (resumed on more processes) starts a fresh stream, seeded from seed, rank and step."""
+    if rank >= len(saved):
+        torch.manual_seed(seed + rank + 1_000_003 * step)
+        return
+    torch.set_rng_state(saved[rank]["torch"])
+    if device.type == "cuda" and saved[rank]["cuda"] is not None:
+        torch.cuda.set_rng_state(saved[rank]["cuda"].cpu(), device)
+
+
+def restore_training(checkpoint: dict, model: GPT, optimizer: torch.optim.Optimizer,
+                     batch_generator: torch.Generator, rank: int, seed: int, device: torch.device) -> RunState:
+    """Put the weights, the optimizer and every random stream back as the checkpoint saved them; return
+    where the run stands."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    batch_generator.set_state(checkpoint["rng"]["batches"])
+    state = RunState.from_checkpoint(checkpoint, device)
+    restore_rng_state(checkpoint["rng"]["ranks"], rank, state.step, seed, device)
+    return state

@@ -1,0 +1,165 @@
+"""
+Every training setting, written once: train.py's command line (each flag, its default and its check)
+and the named recipes that fill the flags a command line leaves unset. train.py, bench.py and the
+experiments read them from here, by name.
+
+    python train.py                        # the recipe for this device: "gpu" (CUDA, MPS) or "cpu"
+    python train.py --recipe swaps-cpu     # another by name; any flag still overrides its values
+    python train.py --help                 # every flag
+
+A recipe holds the settings chosen together: the model preset, model fields where they differ from the
+preset's (sizes, dropout), the batch, the schedule and the evaluation. Settings that are the same for
+every recipe (weight decay, gradient clipping, the seed) have one default, on their flag. The values of
+model fields are checked in one place, GPTConfig in model.py; the flags' own checks are in parse_args.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from data import DATA_ENV_VAR
+from model import ATTENTIONS, MLPS, NORMS, POSITIONS, PRESETS
+from tokenizer import TOKENIZER_KINDS
+
+# The small preset's size, for recipes that train other presets at that size (the swap experiments).
+SMALL_SIZE = {name: PRESETS["small"][name] for name in ("n_layer", "n_head", "n_embd", "dropout")}
+
+RECIPES: dict[str, dict] = {
+    # One GPU: the 10M modern model, trained to its best validation loss (eval_windows 0: the whole val split).
+    "gpu": dict(preset="modern", batch_size=64, lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=5000,
+                eval_interval=250, eval_windows=0, beta2=0.99),
+    # A laptop CPU: the small model, a few minutes, still recognisable Shakespeare.
+    "cpu": dict(preset="small", batch_size=16, lr=4e-3, min_lr=4e-4, warmup_iters=50, max_iters=600,
+                eval_interval=100, eval_windows=50, beta2=0.99),
+    # The swap and tokenizer experiments on a CPU: any preset at the small size with a 128-token context,
+    # about 1.5 minutes a run on two cores, so the 15 runs of the swaps suite fit in well under an hour, yet
+    # long enough for the variants to separate. No dropout: 300 steps of 2,048 tokens (about 0.6 epochs)
+    # cannot overfit. 64 fixed val windows (8,192 tokens) keep each evaluation cheap.
+    "swaps-cpu": dict(preset="small", **SMALL_SIZE, block_size=128, batch_size=16, lr=3e-3, min_lr=3e-4,
+                      warmup_iters=30, max_iters=300, eval_interval=25, eval_windows=64, beta2=0.99),
+    # The 10M presets on a CPU (experiments.final): at about 1,400 tokens/s on two cores the gpu recipe's 20M
+    # tokens would take days. 800 steps of 16 × 256 tokens are 3.3M tokens, about 3 epochs of the train
+    # split: too few to overfit 10M parameters, so dropout is off, and a higher peak lr than the gpu
+    # recipe's suits the short run. 100 fixed val windows (25,600 tokens) keep each evaluation short.
+    "full-size-cpu": dict(preset="modern", dropout=0.0, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_iters=50,
+                          max_iters=800, eval_interval=100, eval_windows=100, beta2=0.99),
+}
+
+# The flags that are GPTConfig fields: they override the preset's values, and a resumed run keeps them.
+ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "norm", "mlp", "pos",
+                      "attention")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one clear line and exit code 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> ArgumentParser:
+    """The command line; settings a recipe chooses are left as None here and filled by apply_recipe."""
+    parser = ArgumentParser(description="Train a tinygpt model.", formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--recipe", choices=list(RECIPES),
+                        help="named settings (RECIPES in settings.py) for every flag below left unset\n"
+                             "(default: gpu on CUDA and MPS, cpu on a CPU)")
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, downloaded\n"
+                                      f"to data/ if not found; ${DATA_ENV_VAR} also sets the path)")
+    group.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char",
+                       help="char: one token per character (default); bpe: byte-level BPE learned from the\n"
+                            "training split; gpt2: GPT-2's 50,257-token BPE (tiktoken, internet on first use)")
+    group.add_argument("--vocab-size", type=int, help="BPE vocabulary size, 256 bytes + merges (with --tokenizer bpe)")
+    add_model_flags(parser)
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
+    group.add_argument("--grad-accum", type=int, default=1,
+                       help="micro-batches per optimizer step (default: %(default)s)")
+    group.add_argument("--max-iters", type=int, help="optimizer steps in the whole run")
+    group.add_argument("--lr", type=float, help="peak learning rate")
+    group.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
+    group.add_argument("--warmup-iters", type=int, help="steps of linear warmup")
+    group.add_argument("--weight-decay", type=float, default=0.1,
+                       help="AdamW weight decay on matrices (default: %(default)s)")
+    group.add_argument("--beta2", type=float, help="AdamW beta2")
+    group.add_argument("--grad-clip", type=float, default=1.0,
+                       help="clip the gradient norm; 0: off (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=1337,
+                       help="seed for weights, batches and dropout (default: %(default)s)")
+    group = parser.add_argument_group("evaluation, checkpoints and output")
+    group.add_argument("--eval-interval", type=int, help="evaluate and checkpoint every this many steps")
+    group.add_argument("--eval-windows", type=int,
+                       help="validate on this many fixed, evenly spaced windows of the val split\n"
+                            "(the same ones every time); 0: the whole val split")
+    group.add_argument("--patience", type=int, default=0,
+                       help="stop when val loss has not improved for this many evaluations; 0: off")
+    group.add_argument("--out-dir", default="out",
+                       help="where checkpoints, metrics and plots go (default: %(default)s)")
+    group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir/last.pt")
+    group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
+    group.add_argument("--stop-after-iters", type=int,
+                       help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
+                            "still follows --max-iters, so --resume continues the same run")
+    group.add_argument("--sample-tokens", type=int, default=300,
+                       help="characters/tokens of text to print at the end; 0: none (default: %(default)s)")
+    group = parser.add_argument_group("hardware")
+    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    group.add_argument("--dtype", default="auto",
+                       help="autocast precision: auto (CUDA: bfloat16, or float16 with a gradient scaler\n"
+                            "on GPUs without bf16; MPS: float32; CPU: bfloat16 when the processor has\n"
+                            "native bf16 units such as AMX, else float32), float32, bfloat16, float16")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the model (default: on for CUDA, off elsewhere)")
+    return parser
+
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The model: a preset, then any GPTConfig field overridden (ARCHITECTURE_FLAGS)."""
+    group = parser.add_argument_group("model (a preset, then any field overridden; model.py checks the values)")
+    group.add_argument("--preset", choices=list(PRESETS), help="model.py's named architecture (default: the recipe's)")
+    group.add_argument("--norm", choices=NORMS)
+    group.add_argument("--mlp", choices=MLPS)
+    group.add_argument("--pos", choices=POSITIONS)
+    group.add_argument("--n-layer", type=int)
+    group.add_argument("--n-head", type=int)
+    group.add_argument("--n-embd", type=int)
+    group.add_argument("--block-size", type=int, help="context length in tokens")
+    group.add_argument("--dropout", type=float)
+    group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--attention", choices=ATTENTIONS, help="fused kernel or the written-out math")
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, with the ones that are not model config fields checked (GPTConfig checks those)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    checks = [(name, lambda v: v >= 1, "at least 1") for name in ("batch_size", "grad_accum", "max_iters",
+                                                                    "eval_interval", "stop_after_iters")]
+    checks += [(name, lambda v: v > 0, "positive") for name in ("lr", "min_lr")]
+    checks += [("beta2", lambda v: 0 < v < 1, "in (0, 1)")]
+    checks += [(name, lambda v: v >= 0, "not negative") for name in ("weight_decay", "grad_clip", "patience",
+                                                                      "sample_tokens", "warmup_iters", "eval_windows")]
+    for name, allowed, requirement in checks:
+        value = getattr(args, name)
+        if value is not None and not allowed(value):  # `not allowed` refuses NaN too
+            parser.error(f"--{name.replace('_', '-')} must be {requirement}, not {value}")
+    if args.tokenizer == "bpe" and (args.vocab_size is None or args.vocab_size < 257):
+        parser.error("--tokenizer bpe needs --vocab-size of at least 257 (256 bytes + merges)")
+    return args
+
+
+def model_fields(name: str) -> dict:
+    """The GPTConfig fields a recipe sets on top of its preset, e.g. {"n_layer": 4, "block_size": 128}."""
+    return {key: value for key, value in RECIPES[name].items() if key in ARCHITECTURE_FLAGS}
+
+
+def apply_recipe(settings: argparse.Namespace, device_type: str) -> None:
+    """Fill every setting left unset (None) from the named recipe, by default the one for this kind of
+    device, and decide torch.compile for the device when no flag did."""
+    settings.recipe = settings.recipe or ("cpu" if device_type == "cpu" else "gpu")
+    for name, value in RECIPES[settings.recipe].items():
+        if getattr(settings, name) is None:
+            setattr(settings, name, value)
+    if settings.compile is None:
+        settings.compile = device_type == "cuda"  # on a CPU compiling cost more than it saved (docs/training.md)
+    settings.compile = settings.compile and device_type != "mps"  # torch.compile cannot train on MPS
