@@ -17,13 +17,13 @@ with restore_training. A resumed run on the CPU equals an uninterrupted one bit 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from data import atomic_file
 
 if TYPE_CHECKING:  # for type hints only: model.py imports this module to read checkpoints
     from model import GPT
@@ -73,17 +73,10 @@ def make_checkpoint(model: GPT, tokenizer: Tokenizer | None, state: RunState | N
 
 
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """Write a checkpoint atomically: a temp file in the same folder, flushed, then renamed over path.
-    A crash mid-write leaves the previous file intact."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        try:
-            torch.save(checkpoint, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+    """Write a checkpoint atomically (data.atomic_file): a crash mid-write leaves the previous file intact.
+    It is readable like any file the user makes (0666 less the umask)."""
+    with atomic_file(path) as file:
+        torch.save(checkpoint, file)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:

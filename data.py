@@ -13,13 +13,15 @@ load_corpus does all of this for train.py and returns the token ids of both spli
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import secrets
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -68,21 +70,29 @@ def download_tiny_shakespeare(destination: Path) -> None:
     write_atomically(destination, content)
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write bytes to path through a temp file and a rename, so readers never see half a file. The temp
-    file is opened with open(..., "xb"), so it gets the usual permissions (0666 less the umask), not
-    tempfile's private 0600."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file beside path, open for writing, that replaces path once the block ends without error
+    (flushed to disk, then renamed): readers never see half a file, and a failure leaves path as it was
+    and no temp file behind. It is opened with open(..., "xb"), so it gets the usual permissions (0666
+    less the umask), not tempfile's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         with open(tmp, "xb") as file:
-            file.write(content)
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write bytes to path through atomic_file."""
+    with atomic_file(path) as file:
+        file.write(content)
 
 
 def read_text(path: Path, min_chars: int = 1) -> str:
@@ -131,9 +141,8 @@ def encode_cached(text: str, tokenizer, cache_dir: Path = DATA_DIR / "cache") ->
         return np.load(cache_file)
     tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
     try:
-        array_file = io.BytesIO()
-        np.save(array_file, tokens)
-        write_atomically(cache_file, array_file.getvalue())
+        with atomic_file(cache_file) as file:
+            np.save(file, tokens)
     except OSError:  # a read-only checkout still trains, it just encodes every time
         pass
     return tokens
