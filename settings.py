@@ -63,11 +63,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser(recipe: str | None = None, device_type: str = "cpu") -> ArgumentParser:
     """The command line; settings a recipe chooses are left as None here and filled by apply_recipe. The help
     shows the value each of them gets from the recipe (by default the one for device_type)."""
-    recipe = recipe or default_recipe(device_type)
-    description = (f"Train a tinygpt model.\n\n\"default here\" is what a flag left out becomes on this machine: "
-                   f"the {recipe} recipe\n({'--recipe' if recipe != default_recipe(device_type) else 'this device'}'s"
-                   f" choice; --device and --recipe change it), or its preset's value.")
-    parser = ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter)
+    parser = ArgumentParser(description="Train a tinygpt model.", formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--recipe", choices=list(RECIPES),
                         help="named settings (RECIPES in settings.py) for every flag below left unset\n"
                              "(default: gpu on CUDA and MPS, cpu on a CPU)")
@@ -77,8 +73,7 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     group.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char",
                        help="char: one token per character (default); bpe: byte-level BPE learned from the\n"
                             "training split; gpt2: GPT-2's 50,257-token BPE (tiktoken, internet on first use)")
-    group.add_argument("--vocab-size", type=int,
-                       help="BPE vocabulary size, 256 bytes + merges (no default: --tokenizer bpe needs it)")
+    group.add_argument("--vocab-size", type=int, help="BPE vocabulary, 256 bytes + merges (no default: bpe needs it)")
     add_model_flags(parser)
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
@@ -122,7 +117,7 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
                             "(default: %(default)s)")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the model (on for CUDA, off elsewhere)")
-    show_defaults(parser, effective_defaults(recipe, device_type))
+    show_defaults(parser, recipe or default_recipe(device_type), device_type)
     return parser
 
 
@@ -134,14 +129,17 @@ def effective_defaults(recipe: str, device_type: str) -> dict:
     return {**model, **values, "recipe": recipe, "compile": device_type == "cuda"}
 
 
-def show_defaults(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    """Append "(default here: VALUE)" to the help of every flag left unset (None) that defaults has."""
+def show_defaults(parser: argparse.ArgumentParser, recipe: str, device_type: str) -> None:
+    """Append "(default here: VALUE)" to the help of every flag left unset (None): what it becomes with this
+    recipe on this kind of device (effective_defaults)."""
+    parser.description += (f"\n\n\"default here\": what a flag left out becomes on this machine, from the {recipe} "
+                           "recipe\nor its preset (--recipe and --device change it).")
+    defaults = effective_defaults(recipe, device_type)
     for action in parser._actions:
         if action.default is None and action.dest in defaults:
             value = defaults[action.dest]
             shown = ("on" if value else "off") if isinstance(value, bool) else value
             action.help = f"{action.help}\n(default here: {shown})" if action.help else f"(default here: {shown})"
-
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
