@@ -1,9 +1,11 @@
 """
 Speed benchmarks for tinygpt, one subcommand each. Every run prints a markdown table and writes it,
 with the raw numbers and how they were measured (results.provenance: device, torch version, command,
-git commit), to a JSON file under experiments/results/, so any number quoted in the docs can be traced
-to a run. They measure the project's own code: train.py's train_step with a recipe's settings, and
-generate.py's generate_tokens.
+git commit), to a JSON file: out/bench/bench_NAME.json, which git ignores, so trying a benchmark changes
+nothing in the repository. --update-results writes experiments/results/bench_NAME.json instead, the
+committed file the docs are built from, so any number quoted in the docs can be traced to a run. They
+measure the project's own code: train.py's train_step with a recipe's settings, and generate.py's
+generate_tokens.
 
     python bench.py train                             # training tokens/s (and MFU on known GPUs), 10M presets
     python bench.py generate                          # tokens/s with and without the KV cache, both 10M presets
@@ -26,12 +28,13 @@ from pathlib import Path
 import torch
 
 import train
-from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
+from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, pick_generation_dtype, synchronize
 from generate import generate_tokens, silence_closed_stdout
 from model import GPT, PRESETS, GPTConfig
-from results import RESULTS_DIR, markdown_table, provenance, write_results
+from results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
 from settings import RECIPES, apply_recipe, parse_args
 
+SCRATCH_DIR = ROOT / "out" / "bench"  # ignored by git; RESULTS_DIR holds the committed results
 TEN_MILLION_PRESETS = ("vanilla", "modern")
 # Dense bf16 tensor-core peak (FLOP/s) from each vendor's data sheet (fp16 for the T4, which has no bf16),
 # for model FLOPs utilisation. Matched by substring of torch.cuda.get_device_name(); first match wins.
@@ -62,7 +65,7 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
 def bench_generate(args: argparse.Namespace) -> dict:
     """Tokens/s at batch 1 with and without the KV cache, the median of a few runs, per preset."""
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
+    dtype = pick_generation_dtype(device, args.dtype)  # as generate.py stores the weights
     info = run_info(device, dtype, args.command)
     say(f"{info['device']}, weights in {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
         f"median of {args.repeats} runs with the KV cache and {args.no_cache_repeats} without")
@@ -194,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="precision of the matrix products (default: auto, chosen per device in device.py)")
     common.add_argument("--threads", type=positive_int, metavar="N",
                         help="CPU threads for PyTorch (default: PyTorch's choice, usually one per core)")
+    where = common.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, metavar="PATH",
+                       help="results file to write (default: out/bench/bench_NAME.json, ignored by git)")
+    where.add_argument("--update-results", action="store_true",
+                       help="write experiments/results/bench_NAME.json, the committed results the docs are built "
+                            "from (then run python -m experiments.report)")
     parser = argparse.ArgumentParser(description="Measure tinygpt's speed; print a markdown table and save JSON.")
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
 
@@ -216,8 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, default=None,
                        help="dropout for every preset (default: the preset's own, as train.py --preset uses; "
                             "on the CPU, attention dropout rules out the fused attention kernel)")
-    train.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_train.json",
-                       help="results file to write (default: experiments/results/bench_train.json)")
     train.set_defaults(run=bench_train)
 
     generate = subparsers.add_parser(
@@ -235,8 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "and its hundreds of steps already average out short disturbances)")
     generate.add_argument("--warmup-tokens", type=positive_int, default=20, metavar="N",
                           help="tokens generated once, untimed, before measuring (default: 20)")
-    generate.add_argument("--out", type=Path, metavar="PATH", default=RESULTS_DIR / "bench_generate.json",
-                          help="results file to write (default: experiments/results/bench_generate.json)")
     generate.set_defaults(run=bench_generate)
     return parser
 
@@ -263,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     say("\n" + results["table"])
-    write_results(results, args.out)
+    where = args.out or (RESULTS_DIR if args.update_results else SCRATCH_DIR) / f"bench_{args.benchmark}.json"
+    write_results(results, where)
     return 0
 
 

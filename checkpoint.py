@@ -17,13 +17,14 @@ with restore_training. A resumed run on the CPU equals an uninterrupted one bit 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from data import atomic_file
 
 if TYPE_CHECKING:  # for type hints only: model.py imports this module to read checkpoints
     from model import GPT
@@ -82,18 +83,12 @@ def check_finite_weights(weights: dict[str, torch.Tensor], source: str | Path) -
 
 
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """Write a checkpoint atomically: a temp file in the same folder, flushed, then renamed over path.
-    A crash mid-write leaves the previous file intact. Non-finite weights are refused, never written."""
+    """Write a checkpoint atomically (data.atomic_file): a crash mid-write leaves the previous file intact
+    and no temporary file behind. Non-finite weights are refused, never written. The file is readable like
+    any file the user makes (0666 less the umask)."""
     check_finite_weights(checkpoint["model"], f"the checkpoint for {path}")
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        try:
-            torch.save(checkpoint, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+    with atomic_file(path) as file:
+        torch.save(checkpoint, file)
 
 
 def prepare_out_dir(out_dir: Path) -> None:

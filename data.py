@@ -17,10 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -41,11 +44,13 @@ class DataError(Exception):
 
 
 def find_corpus(path: str | None = None) -> Path:
-    """The corpus to train on: the given path, $TINYGPT_DATA, the local copy, or a fresh download."""
+    """The corpus to train on: the given path, $TINYGPT_DATA, the local copy, or a fresh download.
+    A path that was given but holds no file is a DataError naming where it came from."""
     if path:
-        return Path(path)
+        return existing_file(Path(path), "check the path given to --data")
     if os.environ.get(DATA_ENV_VAR):
-        return Path(os.environ[DATA_ENV_VAR])
+        return existing_file(Path(os.environ[DATA_ENV_VAR]),
+                             f"${DATA_ENV_VAR} points there: set it to a text file, or unset it")
     if not DEFAULT_CORPUS.exists():
         download_tiny_shakespeare(DEFAULT_CORPUS)
     return DEFAULT_CORPUS
@@ -69,8 +74,9 @@ def download_tiny_shakespeare(destination: Path) -> None:
         with urllib.request.urlopen(TINY_SHAKESPEARE_URL, timeout=30) as response:
             content = response.read()
     except OSError as error:
-        raise DataError(f"could not download Tiny Shakespeare ({error}); put a copy at {destination}, "
-                        f"set {DATA_ENV_VAR}=PATH, or pass --data PATH") from error
+        raise DataError(f"could not download Tiny Shakespeare ({error}); offline, copy it to {destination} "
+                        f"(mkdir -p {destination.parent} first), set {DATA_ENV_VAR}=PATH, "
+                        "or pass --data PATH") from error
     digest = hashlib.sha256(content).hexdigest()
     if digest != TINY_SHAKESPEARE_SHA256:
         raise DataError(f"the downloaded Tiny Shakespeare has sha256 {digest}, expected {TINY_SHAKESPEARE_SHA256}; "
@@ -78,20 +84,34 @@ def download_tiny_shakespeare(destination: Path) -> None:
     write_atomically(destination, content)
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write bytes to path through a temp file and a rename, so readers never see half a file."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file beside path, open for writing, that replaces path once the block ends without error
+    (flushed to disk, then renamed): readers never see half a file, and a failure leaves path as it was
+    and no temp file behind. It is opened with open(..., "xb"), so it gets the usual permissions (0666
+    less the umask), not tempfile's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(content)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write bytes to path through atomic_file."""
+    with atomic_file(path) as file:
+        file.write(content)
 
 
 def read_text(path: Path, min_chars: int = 1) -> str:
     """The file's text, with a clear DataError if it is missing, not UTF-8, or shorter than min_chars."""
-    if not path.is_file():
-        raise DataError(f"no text file at {path}: check the path given to --data (or ${DATA_ENV_VAR})")
+    path = existing_file(path, "check the path")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -105,6 +125,13 @@ def read_text(path: Path, min_chars: int = 1) -> str:
                         f"{min_chars} (enough for a training and a validation window); use a longer text "
                         "or a smaller --block-size")
     return text
+
+
+def existing_file(path: Path, what_to_do: str) -> Path:
+    """path, if a file is there; else a DataError that says so and what_to_do."""
+    if not path.is_file():
+        raise DataError(f"no text file at {path}: {what_to_do}")
+    return path
 
 
 def split_text(text: str) -> tuple[str, str]:
@@ -128,17 +155,11 @@ def encode_cached(text: str, tokenizer, cache_dir: Path = DATA_DIR / "cache") ->
         return np.load(cache_file)
     tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
     try:
-        with tempfile.NamedTemporaryFile(dir=_mkdir(cache_dir), suffix=".npy", delete=False) as tmp:
-            np.save(tmp, tokens)
-        os.replace(tmp.name, cache_file)
+        with atomic_file(cache_file) as file:
+            np.save(file, tokens)
     except OSError:  # a read-only checkout still trains, it just encodes every time
         pass
     return tokens
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def get_batch(tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator,

@@ -10,12 +10,12 @@ Precision (what autocast computes matrix products in), chosen per device by meas
           without them bf16 is emulated and much slower
 Weights and optimizer state always stay in float32; only the forward/backward math is lowered.
 
-Generation is different: decoding one token multiplies every weight matrix by a single vector, so
-its speed is set by how fast the weights stream from memory, not by arithmetic. Generation therefore
-stores the weights themselves in the precision pick_dtype chooses: bfloat16 on CUDA and on CPUs with
-native bf16 units (half the bytes to read). On CPUs without them it stays float32: decoding alone
-would still gain, but every prompt prefill and context-window slide is arithmetic-bound, and emulated
-bf16 makes those several times slower (see docs/generation.md).
+Generation is different: decoding one token multiplies every weight matrix by a single vector, and
+it stores the weights themselves in the chosen precision (pick_generation_dtype). On CUDA that is
+pick_dtype's choice: half the bytes to read per token. On every CPU it is float32. Without native bf16
+units, emulated bf16 makes each prompt prefill and context-window slide several times slower. With
+them, float32 was still the faster one at the sizes tinygpt trains, measured on one such CPU for the
+small preset and both 10M presets (the bench_generate_cpu_bf16_* results in docs/generation.md).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     """The precision for this device (see the module docstring), or the requested one: what autocast
-    computes in during training, and what generation stores the weights in."""
+    computes in during training."""
     if requested not in DTYPES:
         raise ValueError(f"unknown dtype {requested!r}; choose one of {', '.join(DTYPES)}")
     if requested != "auto":
@@ -67,6 +67,14 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def pick_generation_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
+    """The precision generation stores the weights in: the requested one, or for "auto" pick_dtype's choice
+    on CUDA and float32 elsewhere (see the module docstring)."""
+    if requested == "auto" and device.type != "cuda":
+        return torch.float32
+    return pick_dtype(device, requested)
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

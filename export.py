@@ -177,7 +177,7 @@ def model_card(checkpoint: dict, model: GPT, architecture: str, val_bpc: float |
     """A Hugging Face README.md for the exported folder, every fact read from the checkpoint and its run:
     YAML metadata, then the architecture, data, recipe, results, tokenizer, use, a sample, how to load."""
     from data import DEFAULT_CORPUS, VAL_FRACTION
-    from generate import sample
+    from generate import default_prompt, sample
     from tokenizer import tokenizer_from_state
 
     config, run = model.config, checkpoint.get("args") or {}
@@ -215,8 +215,10 @@ def model_card(checkpoint: dict, model: GPT, architecture: str, val_bpc: float |
               f"imitates the style of its training text only, has a context of {config.block_size} tokens, "
               "knows nothing beyond that text and is not fit for any real use.", ""]
     if tokenizer is not None:
-        text = sample(model, tokenizer, prompt="\n", max_new_tokens=MODEL_CARD_SAMPLE_TOKENS, seed=0)
-        lines += ["## A sample", "", f"{MODEL_CARD_SAMPLE_TOKENS} tokens from a newline, temperature 0.8, seed 0:", "",
+        prompt = default_prompt(tokenizer)
+        text = sample(model, tokenizer, prompt=prompt, max_new_tokens=MODEL_CARD_SAMPLE_TOKENS, seed=0)
+        lines += ["## A sample", "", f"{MODEL_CARD_SAMPLE_TOKENS} tokens after the prompt {prompt!r}, temperature 0.8, "
+                  "seed 0:", "",
                   "```", text.strip("\n"), "```", ""]
     lines += ["## How to load", "", "```python", "import json, torch",
               "from transformers import AutoModelForCausalLM", "from tokenizer import tokenizer_from_state  # tinygpt",
@@ -252,7 +254,7 @@ def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool
     """Write a checkpoint (a file or its loaded dict) as a Hugging Face folder with its model card; return
     the architecture name. The card's bits per character come from the metrics.jsonl beside a file."""
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:
         raise ImportError("export needs safetensors: pip install safetensors") from None
     metrics_path = None if isinstance(checkpoint, dict) else Path(checkpoint).parent / "metrics.jsonl"
@@ -292,7 +294,9 @@ def export_to_hf(checkpoint: dict | str | Path, out_dir: str | Path, force: bool
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         # Our own config rides along in the metadata, so the file records what it was exported from.
         metadata = {"format": "pt", "tinygpt_config": json.dumps(asdict(config))}
-        save_file(tensors, staging / "model.safetensors", metadata=metadata)
+        # Serialised in memory and written by Python, so the file gets the usual permissions (0666 less
+        # the umask): safetensors' save_file makes it private to the user (0600).
+        (staging / "model.safetensors").write_bytes(save(tensors, metadata=metadata))
         if "tokenizer" in checkpoint:
             (staging / TOKENIZER_FILE).write_text(json.dumps(checkpoint["tokenizer"], indent=2) + "\n")
         val_bpc = best_val_bpc(metrics_path, checkpoint["best_val_loss"]) if metrics_path and "best_val_loss" in \

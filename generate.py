@@ -35,7 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import load_checkpoint
-from device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
+from device import DEVICES, DTYPES, describe_device, pick_device, pick_generation_dtype
 from model import GPT
 from tokenizer import Tokenizer, tokenizer_from_state
 
@@ -161,7 +161,7 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
 def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto",
          dtype: str = "auto") -> tuple[GPT, Tokenizer]:
     """Load a model (in eval mode, on `device`, weights in `dtype`) and its tokenizer from a checkpoint file,
-    or an out dir's best.pt. dtype "auto" is device.pick_dtype's choice for the device.
+    or an out dir's best.pt. dtype "auto" is device.pick_generation_dtype's choice for the device.
 
     Raises FileNotFoundError or ValueError with a message that says what is wrong with the file.
     """
@@ -181,7 +181,7 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
     except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
         raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
-    return model.to(device, pick_dtype(device, dtype)).eval(), tokenizer
+    return model.to(device, pick_generation_dtype(device, dtype)).eval(), tokenizer
 
 
 def default_prompt(tokenizer: Tokenizer) -> str:
@@ -320,8 +320,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to run (default: auto, the best found)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                        help="precision the weights are stored in for generation (default: auto: bfloat16 on\n"
-                             "CUDA and on CPUs with native bf16 units, else float32; see device.py)")
+                        help="precision the weights are stored in for generation (default: auto: on CUDA "
+                             "bfloat16, or float16 on GPUs without it; float32 elsewhere, measured faster on "
+                             "CPUs; see device.py)")
     parser.add_argument("--no-kv-cache", dest="use_kv_cache", action="store_false",
                         help="recompute every past token at every step, slower: the same text in float32; "
                              "in bfloat16 the logits agree to bf16 precision (docs/generation.md)")
@@ -358,7 +359,7 @@ def run(args: argparse.Namespace) -> None:
     if args.num_samples < 1:
         raise ValueError(f"num-samples must be at least 1, not {args.num_samples}")
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
+    dtype = pick_generation_dtype(device, args.dtype)
     prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
     model, tokenizer = load(path, device, args.dtype)

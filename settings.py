@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from dataclasses import asdict
 
 from data import DATA_ENV_VAR
-from model import ATTENTIONS, MLPS, NORMS, POSITIONS, PRESETS
+from device import pick_device
+from model import ATTENTIONS, MLPS, NORMS, POSITIONS, PRESETS, GPTConfig
 from tokenizer import TOKENIZER_KINDS
 
 # The small preset's size, for recipes that train other presets at that size (the swap experiments).
@@ -66,8 +69,9 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def build_parser() -> ArgumentParser:
-    """The command line; settings a recipe chooses are left as None here and filled by apply_recipe."""
+def build_parser(recipe: str | None = None, device_type: str = "cpu") -> ArgumentParser:
+    """The command line; settings a recipe chooses are left as None here and filled by apply_recipe. The help
+    shows the value each of them gets from the recipe (by default the one for device_type)."""
     parser = ArgumentParser(description="Train a tinygpt model.", formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--recipe", choices=list(RECIPES),
                         help="named settings (RECIPES in settings.py) for every flag below left unset\n"
@@ -78,7 +82,7 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char",
                        help="char: one token per character (default); bpe: byte-level BPE learned from the\n"
                             "training split; gpt2: GPT-2's 50,257-token BPE (tiktoken, internet on first use)")
-    group.add_argument("--vocab-size", type=int, help="BPE vocabulary size, 256 bytes + merges (with --tokenizer bpe)")
+    group.add_argument("--vocab-size", type=int, help="BPE vocabulary, 256 bytes + merges (no default: bpe needs it)")
     add_model_flags(parser)
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
@@ -101,7 +105,8 @@ def build_parser() -> ArgumentParser:
                        help="validate on this many fixed, evenly spaced windows of the val split\n"
                             "(the same ones every time); 0: the whole val split")
     group.add_argument("--patience", type=int, default=0,
-                       help="stop when val loss has not improved for this many evaluations; 0: off")
+                       help="stop when val loss has not improved for this many evaluations; 0: off\n"
+                            "(default: %(default)s)")
     group.add_argument("--out-dir", default="out",
                        help="where checkpoints, metrics and plots go (default: %(default)s)")
     group.add_argument("--resume", action="store_true",
@@ -110,25 +115,48 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
     group.add_argument("--stop-after-iters", type=int,
                        help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
-                            "still follows --max-iters, so --resume continues the same run")
+                            "still follows --max-iters, so --resume continues the same run (default: off)")
     group.add_argument("--sample-tokens", type=int, default=300,
                        help="characters/tokens of text to print at the end; 0: none (default: %(default)s)")
     group = parser.add_argument_group("hardware")
-    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    group.add_argument("--device", default="auto",
+                       help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu (default: %(default)s)")
     group.add_argument("--dtype", default="auto",
                        help="autocast precision: auto (CUDA: bfloat16, or float16 with a gradient scaler\n"
                             "on GPUs without bf16; MPS: float32; CPU: bfloat16 when the processor has\n"
-                            "native bf16 units such as AMX, else float32), float32, bfloat16, float16")
+                            "native bf16 units such as AMX, else float32), float32, bfloat16, float16\n"
+                            "(default: %(default)s)")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.compile the model (default: on for CUDA, off elsewhere)")
+                       help="torch.compile the model (on for CUDA, off elsewhere)")
+    show_defaults(parser, recipe or default_recipe(device_type), device_type)
     return parser
 
+
+def effective_defaults(recipe: str, device_type: str) -> dict:
+    """What each flag left unset becomes: the recipe's value, else its preset's, and torch.compile on CUDA only."""
+    values = RECIPES[recipe]
+    config = GPTConfig.from_preset(values["preset"], **model_fields(recipe))
+    model = {name: value for name, value in asdict(config).items() if name in ARCHITECTURE_FLAGS}
+    return {**model, **values, "recipe": recipe, "compile": device_type == "cuda"}
+
+
+def show_defaults(parser: argparse.ArgumentParser, recipe: str, device_type: str) -> None:
+    """Append "(default here: VALUE)" to the help of every flag left unset (None): what it becomes with this
+    recipe on this kind of device (effective_defaults)."""
+    parser.description += (f"\n\n\"default here\": what a flag left out becomes on this machine, from the {recipe} "
+                           "recipe\nor its preset (--recipe and --device change it).")
+    defaults = effective_defaults(recipe, device_type)
+    for action in parser._actions:
+        if action.default is None and action.dest in defaults:
+            value = defaults[action.dest]
+            shown = ("on" if value else "off") if isinstance(value, bool) else value
+            action.help = f"{action.help}\n(default here: {shown})" if action.help else f"(default here: {shown})"
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The model: a preset, then any GPTConfig field overridden (ARCHITECTURE_FLAGS)."""
     group = parser.add_argument_group("model (a preset, then any field overridden; model.py checks the values)")
-    group.add_argument("--preset", choices=list(PRESETS), help="model.py's named architecture (default: the recipe's)")
+    group.add_argument("--preset", choices=list(PRESETS), help="model.py's named architecture")
     group.add_argument("--norm", choices=NORMS)
     group.add_argument("--mlp", choices=MLPS)
     group.add_argument("--pos", choices=POSITIONS)
@@ -142,7 +170,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags, with the ones that are not model config fields checked (GPTConfig checks those)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(*recipe_asked(argv))
     args = parser.parse_args(argv)
     checks = [(name, lambda v: v >= 1, "at least 1") for name in ("batch_size", "grad_accum", "max_iters",
                                                                     "eval_interval", "stop_after_iters")]
@@ -202,10 +231,28 @@ def model_fields(name: str) -> dict:
     return {key: value for key, value in RECIPES[name].items() if key in ARCHITECTURE_FLAGS}
 
 
+def default_recipe(device_type: str) -> str:
+    return "cpu" if device_type == "cpu" else "gpu"
+
+
+def recipe_asked(argv: list[str]) -> tuple[str | None, str]:
+    """(--recipe, the type of the --device) as argv gives them, for the help's defaults. A bad value is left
+    for the real parser (a bad --recipe) or for train.py's set-up (a --device that is not here) to refuse."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--recipe")
+    early.add_argument("--device", default="auto")
+    asked, _ = early.parse_known_args(argv)
+    try:
+        device_type = pick_device(asked.device).type
+    except ValueError:
+        device_type = "cpu"
+    return (asked.recipe if asked.recipe in RECIPES else None), device_type
+
+
 def apply_recipe(settings: argparse.Namespace, device_type: str) -> None:
     """Fill every setting left unset (None) from the named recipe, by default the one for this kind of
     device, and decide torch.compile for the device when no flag did."""
-    settings.recipe = settings.recipe or ("cpu" if device_type == "cpu" else "gpu")
+    settings.recipe = settings.recipe or default_recipe(device_type)
     for name, value in RECIPES[settings.recipe].items():
         if getattr(settings, name) is None:
             setattr(settings, name, value)

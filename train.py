@@ -179,6 +179,7 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes, given: se
     """Device, settings (a resumed run's own, see settings.resume_settings; given: the flags on the command
     line), the previous run, the output folder, data, model and optimizer. Raises ValueError or
     data.DataError, before anything is written, for any input that cannot work, and NothingToDo."""
+    corpus_path = data.find_corpus(args.data)  # a --data path with no file is named before the out dir is checked
     out_dir = Path(args.out_dir)
     saved = checkpoint.previous_run(out_dir, args.resume, args.overwrite)
     if saved:
@@ -204,7 +205,7 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes, given: se
         asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if getattr(args, name) is not None}
         config = GPTConfig.from_preset(args.preset, **asked)  # checks every value before the data is read
     check_fits_in_memory(config, args.batch_size, device, dtype)
-    corpus = data.load_corpus(args.data, saved and saved["tokenizer"], args.tokenizer, args.vocab_size,
+    corpus = data.load_corpus(str(corpus_path), saved and saved["tokenizer"], args.tokenizer, args.vocab_size,
                               config.block_size, args.eval_windows)
     config = replace(config, vocab_size=corpus.tokenizer.vocab_size)
     args.block_size = config.block_size
@@ -293,12 +294,13 @@ def evaluate(run: Run, clock: Clock, progress: Progress) -> None:
               "tokens_per_sec": tokens_per_sec, "elapsed_s": state.elapsed_s, "train_s": state.train_s,
               "first_step_s": clock.first_step_s}
     progress.clear()
+    # The time left is estimated from this invocation's pace, so not before its first step.
     trained = state.step > clock.start_step
-    time_left = clock.seconds_per_step(state.step) * (args.max_iters - state.step) if trained else 0.0
+    time_left = clock.seconds_per_step(state.step) * (args.max_iters - state.step)
     run.log(f"step {state.step:5d} | train {'  -   ' if train_loss is None else f'{train_loss:.4f}'} | val "
             f"{val_loss:.4f} ({record['val_bpc']:.3f} bpc){' *' if improved else '  '} | lr {record['lr']:.2e} | "
-            f"{tokens_per_sec:8,.0f} tok/s | {format_seconds(state.elapsed_s)} elapsed, "
-            f"{format_seconds(time_left)} left")
+            f"{tokens_per_sec:8,.0f} tok/s | {format_seconds(state.elapsed_s)} elapsed"
+            f"{f', {format_seconds(time_left)} left' if trained else ''}")
     out_dir = Path(args.out_dir)
     metrics_path = out_dir / "metrics.jsonl"
     metrics_size = metrics_path.stat().st_size if run.processes.is_main else 0
@@ -398,32 +400,43 @@ def finish(run: Run, clock: Clock, stopped_by: str | None) -> dict:
         save(run, out_dir / "last.pt")
         run.log(f"stopped at step {state.step} ({stopped_by}); {out_dir / 'last.pt'} saved: "
                 f"python train.py --resume --out-dir {out_dir} continues the run")
-    if run.processes.is_main:
-        write_loss_plot(out_dir)
+    outputs = ["best.pt", "last.pt", "metrics.jsonl"]
+    if run.processes.is_main and write_loss_plot(out_dir):
+        outputs.append("loss.png")
     total_time = time.time() - clock.started
-    summary = {"best_val_loss": state.best_val_loss, "steps": state.step, "train_seconds": total_time,
-               "params": run.raw_model.num_params(), "device": describe_device(run.device),
-               "tokens_per_step": tokens_per_step(run)}
-    run.log(f"done: best val loss {state.best_val_loss:.4f} after {state.step} steps in {format_seconds(total_time)}; "
-            f"checkpoints in {out_dir}/")
+    run.log(f"done: best val loss {state.best_val_loss:.4f} after {state.step} step{'s' if state.step != 1 else ''} "
+            f"in {format_seconds(total_time)}; {', '.join(outputs[:-1])} and {outputs[-1]} in {out_dir}/")
     if run.processes.is_main and args.sample_tokens and not stopped_by and not run.output_closed:
         print_sample(out_dir / "best.pt", run.device, args.sample_tokens)
-    run.model = None  # the DDP wrapper must be freed before the process group is left (see distributed.leave)
-    distributed.leave(run.processes.world)
+    close(run)
     if stopped_by in ("SIGINT", "SIGTERM"):  # the shell's convention, so `&&` and schedulers see a stopped run
         raise SystemExit(128 + signal.Signals[stopped_by])
-    return summary
+    return summary(run, total_time)
 
 
-def write_loss_plot(out_dir: Path) -> None:
-    """loss.png from metrics.jsonl, when matplotlib is installed (it is optional)."""
+def summary(run: Run, seconds: float) -> dict:
+    """What main returns: best val loss, steps, time, parameters, device and tokens per step."""
+    return {"best_val_loss": run.state.best_val_loss, "steps": run.state.step, "train_seconds": seconds,
+            "params": run.raw_model.num_params(), "device": describe_device(run.device),
+            "tokens_per_step": tokens_per_step(run)}
+
+
+def close(run: Run) -> None:
+    """Leave the process group; the DDP wrapper must be freed first (see distributed.leave)."""
+    run.model = None
+    distributed.leave(run.processes.world)
+
+
+def write_loss_plot(out_dir: Path) -> bool:
+    """loss.png from metrics.jsonl, when matplotlib is installed (it is optional); whether it was written."""
     try:
         from plots import plot_training_curves
     except ImportError:
         print("(loss.png skipped: pip install matplotlib to get it)")
-        return
+        return False
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
     plot_training_curves(records, out_dir / "loss.png")
+    return True
 
 
 if __name__ == "__main__":

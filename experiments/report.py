@@ -217,21 +217,75 @@ def bench_section(result: dict, docs_dir: Path) -> list[str]:
             f"{' with uncommitted changes' if result.get('git_dirty') else ''}; {result['date']}{busy}."]
 
 
+def download_text(size: int) -> str:
+    """A download size in GB (10^9 bytes), or in MB below one GB."""
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def download_size_section(result: dict, docs_dir: Path) -> list[str]:
+    """What the first `uv run` downloads, added up from uv.lock by experiments/download_size.py."""
+    rows = [["`uv run ...` (the project and the dev group)", download_text(result["uv_run_bytes"])],
+            ["`uv run --no-dev ...` (torch and numpy alone)", download_text(result["no_dev_bytes"])],
+            ["of that, used only on a GPU (PyTorch's CUDA libraries, Triton)", download_text(result["gpu_only_bytes"])]]
+    text = (f"The wheels uv.lock pins for {result['platform']}, with the sizes uv.lock records (GB and MB: 10^9 "
+            "and 10^6 bytes). "
+            "The first `uv run` downloads them; later runs find them in uv's cache.")
+    p = result["provenance"]
+    return [f"## {result['name']}: {result['title']}", "", text, "", *markdown_table(["command", "download"], rows), "",
+            f"uv.lock sha256 {p['uv_lock_sha256'][:12]}; commit {p['git_commit'][:10]}; {p['date']}. "
+            f"Made by `{p['command'].strip()}`."]
+
+
+def quickstart_lines(results: list[dict]) -> list[str]:
+    """The README's Quick start figures: what the first `uv run` downloads (download_size.json) and what the
+    CPU default trains and reaches (every default run on a CPU)."""
+    lines = []
+    for size in (result for result in results if result["kind"] == "download_size"):
+        dev_tools = size["uv_run_bytes"] - size["no_dev_bytes"]
+        lines += [f"The first `uv run` downloads {download_text(size['uv_run_bytes'])} on {size['platform']}: "
+                  f"{download_text(size['gpu_only_bytes'])} of it is PyTorch's CUDA libraries, which only a GPU "
+                  f"uses, and {download_text(dev_tools)} the dev tools, which `uv run --no-dev train.py` leaves out."]
+    default_runs = [(result, result["variants"][0]["runs"][0]) for result in results
+                    if result["kind"] == "default_run" and result["device_type"] == "cpu"]
+    if default_runs:
+        best = [run["best_val_loss"] for _, run in default_runs]
+        sizes = ", ".join(sorted({f"the `{result['preset']}` preset ({run['params']:,} parameters) for "
+                                  f"{run['final_step']} steps" for result, run in default_runs}))
+        reached = (f"a best val loss from {min(best):.2f} to {max(best):.2f}" if len(best) > 1
+                   else f"a best val loss of {best[0]:.2f}")
+        lines += ["", f"On a CPU, `uv run train.py` trains {sizes}, not the 10M presets. Measured runs reached "
+                      f"{reached}; it varies with the CPU and the precision (`--dtype auto` trains in bfloat16 on "
+                      "CPUs with native bf16 units, else in float32):", ""]
+        for result, run in sorted(default_runs, key=lambda pair: pair[1]["best_val_loss"]):
+            precision = f", {result['precision']}" if "precision" in result else ""
+            load = result.get("load_average_at_start")
+            busy = f" (1-minute load average {load:.1f} at the start)" if load is not None else ""
+            lines.append(f"- {run['best_val_loss']:.4f} in {run['process_seconds']:.0f} s{precision}, on "
+                         f"{result['provenance']['device']}{busy}: `{result['name']}` in docs/results.md")
+    return lines
+
+
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
-            "speed": speed_section, "bench": bench_section, "default_run": default_run_section}
+            "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
+            "download_size": download_size_section}
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    """Every results file in results_dir, in the report's order."""
+    results = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        result = json.loads(path.read_text())
+        if "benchmark" in result:  # bench.py's files: named by their file, as one benchmark can have several
+            result.update(name=path.stem, kind="bench")
+        results.append(result)
+    return sorted(results, key=lambda result: (ORDER.index(result["name"]) if result["name"] in ORDER else len(ORDER),
+                                              result["name"]))
 
 
 def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common.DOCS_DIR) -> Path:
     """Write docs_dir/results.md (and the plots) from every results_dir/*.json; returns its path."""
     results_dir, docs_dir = Path(results_dir), Path(docs_dir)
-    results = []
-    for path in sorted(results_dir.glob("*.json")):
-        result = json.loads(path.read_text())
-        if "benchmark" in result:  # bench.py's files: named by their file, as one benchmark can have several
-            result.update(name=path.stem, kind="bench")
-        results.append(result)
-    results.sort(key=lambda result: (ORDER.index(result["name"]) if result["name"] in ORDER else len(ORDER),
-                                     result["name"]))
+    results = load_results(results_dir)
     source = Path(os.path.relpath(results_dir.resolve(), docs_dir.resolve())).as_posix()
     lines = ["# Results", "",
              f"Generated by `python -m experiments.report` from the files in [{source}]({source}), which the "
@@ -248,6 +302,7 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
     print(f"wrote {common.display_path(path)}", flush=True)
     if docs_dir.resolve() == (common.ROOT / "docs").resolve():  # the real docs, not a test's copy
         fill_marked_block(common.ROOT / "README.md", "results", lines[1:], "docs/")
+        fill_marked_block(common.ROOT / "README.md", "quickstart", quickstart_lines(results), "docs/")
         for doc, names in MARKED_DOCS.items():
             chosen = [line for name in names if name in sections for line in ["", *sections[name]]]
             fill_marked_block(docs_dir / doc, "results", chosen or ["", "Not measured yet."], "")
@@ -257,9 +312,12 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
 # Other pages that show some results sections, between <!-- results:start --> and <!-- results:end -->.
 MARKED_DOCS = {
     "model.md": ("final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos", "modern"),
-    "training.md": ("default_cpu", "default_cuda", "default_mps", "bench_train", "bench_train_compile",
+    "training.md": ("default_cpu", "default_cpu_bf16", "default_cpu_float32", "default_cuda", "default_mps",
+                    "bench_train", "bench_train_compile",
                     "bench_train_cpu_bf16", "bench_train_cpu_bf16_dropout0"),
-    "generation.md": ("bench_generate", "bench_generate_bf16", "bench_generate_cpu_bf16", "kvcache"),
+    "generation.md": ("bench_generate", "bench_generate_bf16", "bench_generate_cpu_bf16",
+                      "bench_generate_cpu_bf16_small_float32", "bench_generate_cpu_bf16_small_bfloat16",
+                      "bench_generate_cpu_bf16_float32", "bench_generate_cpu_bf16_bfloat16", "kvcache"),
     "tokenization.md": ("tokenizers",),
 }
 

@@ -4,6 +4,8 @@ attention paths; and it refuses, with a one-line error, what it cannot export ex
 overwrite."""
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -178,12 +180,25 @@ def test_a_failed_export_leaves_the_previous_one_untouched(tmp_path, monkeypatch
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("safetensors.torch.save_file", disk_full)
+    monkeypatch.setattr("safetensors.torch.save", disk_full)
     with pytest.raises(ValueError, match="No space left") as error:
         export.export_to_hf(checkpoint_of(perturbed_model("modern", **SMALL)), out, force=True)
     assert str(error.value).startswith(f"cannot write the export to {out} ") and "partial" not in str(error.value)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
+
+
+def test_exported_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        vocabulary = CharTokenizer(["\n", *map(chr, range(32, 96))])  # 65 characters, as many as the model's ids
+        checkpoint = checkpoint_of(perturbed_model("modern", **SMALL), vocabulary)
+        export.export_to_hf(checkpoint, tmp_path / "hf")
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "hf").iterdir()}
+    assert modes == {name: 0o644 for name in export.EXPORT_FILES}
+    assert stat.S_IMODE((tmp_path / "hf").stat().st_mode) == 0o755
 
 
 def test_cli_errors_are_one_line_without_a_traceback(tmp_path, capsys):

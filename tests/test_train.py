@@ -26,6 +26,8 @@ import pytest
 import torch
 from torch import nn
 
+import model
+import settings
 import train
 from checkpoint import load_checkpoint, save_checkpoint
 from device import grad_scaler
@@ -298,6 +300,8 @@ BAD_INPUTS = {
     "resume with no checkpoint": (lambda tmp: dict(out_dir=tmp / "empty_run", resume=True), "found no checkpoint"),
     "resume a different shape": (lambda tmp: dict(resume=True, n_layer=2), "n_layer=1 but --n-layer asks for 2"),
     "new run over a finished one": (lambda tmp: dict(), "already holds a trained run"),
+    # The file a newcomer mistyped is the problem to report, not the run already in the out dir.
+    "missing file over a finished run": (lambda tmp: dict(data=tmp / "no_such.txt"), "no text file at"),
 }
 
 
@@ -441,3 +445,67 @@ def test_train_step_takes_only_this_processes_slices_of_the_batch():
     assert loss.item() == own_loss.item()
     for (name, weight), expected in zip(model.state_dict().items(), own_rows.state_dict().values(), strict=True):
         assert torch.equal(weight, expected), name
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a newcomer reads: --help, the log, a finished run resumed, the files left behind
+
+
+def help_text(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit):
+        settings.parse_args([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def flag_help(text: str, flag: str) -> str:
+    """The help of one flag: its line and the indented lines under it."""
+    match = re.search(rf"^  {re.escape(flag)}\b.*?(?=^  -|^\S|\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, flag
+    return " ".join(match.group(0).split())
+
+
+@pytest.mark.parametrize("recipe", ["cpu", "gpu"])
+def test_help_shows_the_default_every_flag_gets_here(recipe, capsys):
+    text = help_text(capsys, "--device", "cpu", *(["--recipe", recipe] if recipe == "gpu" else []))
+    switches = {"--help", "--resume", "--overwrite"}  # off unless given
+    for action in settings.build_parser()._actions:
+        flag = action.option_strings[-1]  # --help, not -h
+        if flag not in switches and not flag.startswith("--no-"):
+            assert "default" in flag_help(text, flag), flag
+    values = settings.RECIPES[recipe]
+    preset = model.PRESETS[values["preset"]]
+    for flag, value in (("--max-iters", values["max_iters"]), ("--lr", values["lr"]),
+                        ("--batch-size", values["batch_size"]), ("--eval-interval", values["eval_interval"]),
+                        ("--warmup-iters", values["warmup_iters"]), ("--min-lr", values["min_lr"]),
+                        ("--beta2", values["beta2"]), ("--preset", values["preset"]),
+                        ("--dropout", values.get("dropout", preset["dropout"])), ("--n-layer", preset["n_layer"]),
+                        ("--block-size", preset["block_size"]), ("--recipe", recipe)):
+        assert f"(default here: {value})" in flag_help(text, flag), flag
+
+
+def test_the_log_reads_right_from_the_first_step_to_the_last(corpus_path, tmp_path, capsys):
+    previous = os.umask(0o022)
+    try:
+        train.main(flags(corpus_path, tmp_path, max_iters=1, eval_interval=1))
+    finally:
+        os.umask(previous)
+    log = capsys.readouterr().out
+    step_lines = [line for line in log.splitlines() if line.startswith("step ")]
+    assert "left" not in step_lines[0]  # nothing timed yet, so no estimate (it used to say "0s left")
+    assert step_lines[-1].endswith("0s left")
+    done = next(line for line in log.splitlines() if line.startswith("done: "))
+    assert "after 1 step in" in done
+    written = ["best.pt", "last.pt", "metrics.jsonl"] + (["loss.png"] if (tmp_path / "loss.png").exists() else [])
+    assert all(name in done for name in written) and f"in {tmp_path}/" in done
+    # Files as readable as any the user makes (0666 less the umask 022), not private to the user (0600).
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {name: 0o644 for name in written}
+
+
+def test_resuming_a_finished_run_has_nothing_to_do(corpus_path, finished_run, capsys):
+    out_dir, files_before = finished_run
+    summary = train.main(flags(corpus_path, out_dir, resume=True, sample_tokens=50))
+    lines = capsys.readouterr().out.splitlines()
+    # A changed --sample-tokens is announced, then nothing is trained and no sample is printed.
+    assert lines[-1].startswith("nothing to do: ") and len(lines) == 2, lines
+    assert summary == {}
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == files_before
