@@ -38,7 +38,7 @@ import torch.distributed as dist
 
 import data
 from device import autocast, describe_device, pick_device, pick_dtype, synchronize
-from model import GPT, PRESETS, GPTConfig, load_checkpoint
+from model import GPT, MLPS, NORMS, POSITIONS, PRESETS, GPTConfig, load_checkpoint
 from tokenizer import TOKENIZER_KINDS, bits_per_char, build_tokenizer, tokenizer_from_state
 
 # ----------------------------------------------------------------------------------------------------
@@ -53,7 +53,7 @@ RECIPES = {
                 eval_interval=100, eval_windows=50, beta2=0.99, compile=False),
 }
 ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "norm", "mlp", "pos",
-                      "attention")
+                      "residual", "tie_embeddings", "attention")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -76,10 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--vocab-size", type=int, help="BPE vocabulary size, 256 bytes + merges (with --tokenizer bpe)")
     group = parser.add_argument_group("model (a preset, then any field overridden)")
     group.add_argument("--preset", choices=list(PRESETS), help="GPU default: modern; CPU default: small")
-    group.add_argument("--norm", choices=("layernorm", "rmsnorm"))
-    group.add_argument("--mlp", choices=("relu", "gelu", "swiglu"))
-    group.add_argument("--pos", choices=("learned", "rope"))
-    group.add_argument("--n-layer", type=int)
+    group.add_argument("--norm", choices=NORMS, help="none: every norm an identity")
+    group.add_argument("--mlp", choices=MLPS, help="none: no feed-forward sublayer (attention only)")
+    group.add_argument("--pos", choices=POSITIONS, help="none: no position information")
+    group.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                       help="add each sublayer's output to its input (default: on)")
+    group.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                       help="the output head reuses the token embedding matrix (default: on)")
+    group.add_argument("--n-layer", type=int, help="transformer blocks; 0: embedding straight into the head")
     group.add_argument("--n-head", type=int)
     group.add_argument("--n-embd", type=int)
     group.add_argument("--block-size", type=int, help="context length in tokens")
@@ -128,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_ranges(parser: ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse flag values that cannot work, before anything is read or written."""
-    at_least_one = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum", "max_iters",
+    at_least_one = ("n_head", "n_embd", "block_size", "batch_size", "grad_accum", "max_iters",
                     "eval_interval", "stop_after_iters")
     for name in at_least_one:
         value = getattr(args, name)
@@ -142,7 +146,7 @@ def check_ranges(parser: ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--dropout must be in [0, 1), not {args.dropout}")
     if args.beta2 is not None and not 0 < args.beta2 < 1:
         parser.error(f"--beta2 must be in (0, 1), not {args.beta2}")
-    for name in ("weight_decay", "grad_clip", "patience", "sample_tokens", "warmup_iters", "eval_windows"):
+    for name in ("n_layer", "weight_decay", "grad_clip", "patience", "sample_tokens", "warmup_iters", "eval_windows"):
         value = getattr(args, name)
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative, not {value}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -98,10 +99,14 @@ def setting_flags(args: argparse.Namespace) -> list[str]:
 
 
 def to_flags(settings: dict) -> list[str]:
-    """{"n_layer": 4} -> ["--n-layer", "4"]."""
+    """{"n_layer": 4} -> ["--n-layer", "4"]; {"bias": False} -> ["--no-bias"]."""
     flags = []
     for name, value in settings.items():
-        flags += [f"--{name.replace('_', '-')}", str(value)]
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags += [f"--{flag}", str(value)]
     return flags
 
 
@@ -115,11 +120,12 @@ def display_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def train_run(flags: list[str], out_dir: Path, rerun: bool = False) -> dict:
+def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int | None = None) -> dict:
     """Train one model with `python train.py FLAGS` into out_dir and return its record (see read_run).
 
     A finished run already in out_dir that was made by exactly the same command is read back instead
-    of trained again (unless rerun), so experiments that share a baseline train it once.
+    of trained again (unless rerun), so experiments that share a baseline train it once. threads, if
+    given, caps the CPU threads of the run (OMP_NUM_THREADS), so that several runs can share the cores.
     """
     argv = ["train.py", *flags, "--out-dir", display_path(out_dir), "--sample-tokens", "0", "--overwrite"]
     command = shlex.join(["python", *argv])
@@ -132,7 +138,8 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False) -> dict:
     print(f"  {command}", flush=True)
     start = time.time()
     with open(out_dir / "train.log", "w") as log:
-        finished = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+        finished = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     if finished.returncode:
         tail = "\n".join((out_dir / "train.log").read_text().splitlines()[-15:])
         raise SystemExit(f"error: this run failed with exit code {finished.returncode}:\n  {command}\n{tail}")
@@ -162,7 +169,7 @@ def read_run(out_dir: Path) -> dict:
             "config": checkpoint["config"], "tokenizer": checkpoint["tokenizer"]["name"],
             "schedule": {name: checkpoint["args"][name] for name in SCHEDULE_FIELDS},
             "params": model.num_params(), "ffn_hidden": config.ffn_hidden,
-            "ffn_params": sum(p.numel() for block in model.transformer.h for p in block.mlp.parameters()),
+            "ffn_params": sum(p.numel() for block in model.transformer.h if block.mlp for p in block.mlp.parameters()),
             **run_numbers(records), "metrics": records}
 
 
