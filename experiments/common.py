@@ -245,15 +245,16 @@ def git_commit() -> tuple[str, bool]:
     return commit, bool(status.strip())
 
 
-def provenance(module: str, argv: list[str], args: argparse.Namespace) -> dict:
-    """Where and how a results file was made: device, versions, commit, date, data, command line."""
+def provenance(module: str, argv: list[str], args: argparse.Namespace, package: str = "experiments") -> dict:
+    """Where and how a results file was made: device, versions, commit, date, data, command line
+    (`python -m package.module argv`)."""
     commit, dirty = git_commit()
     corpus = data.find_corpus(args.data)
     return {"device": describe_device(pick_device(args.device)), "torch": torch.__version__,
             "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": {"file": corpus.name, "sha256": hashlib.sha256(corpus.read_bytes()).hexdigest()},
-            "command": shlex.join(["python", "-m", f"experiments.{module}", *argv])}
+            "command": shlex.join(["python", "-m", f"{package}.{module}", *argv])}
 
 
 def write_result(result: dict, results_dir: Path) -> Path:

@@ -226,7 +226,7 @@ def bench_section(result: dict, docs_dir: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------------
 # The ladder (experiments/ladder.py): one table for results.md, and a measured block for each chapter of
-# docs/learn/, between <!-- ladder:NAME:start --> and <!-- ladder:NAME:end -->.
+# docs/learn/, between <!-- measured:NAME:start --> and <!-- measured:NAME:end -->.
 
 
 def one_line(text: str, length: int = 60) -> str:
@@ -371,15 +371,29 @@ def one_thing_lines(result: dict) -> list[str]:
     for name in ("rmsnorm", "swiglu", "rope", "modern"):
         summary = by_name[name]["summary"]["best_val_loss"]
         rows.append([f"{name}: {by_name[name]['adds']}", spread_text(summary), f"{summary['mean'] - base:+.4f}"])
-    alone = sum(by_name[name]["summary"]["best_val_loss"]["mean"] - base for name in ("rmsnorm", "swiglu", "rope"))
-    rows.append(["the three single changes, added up", "—", f"{alone:+.4f}"])
+    changes = {name: by_name[name]["summary"]["best_val_loss"]["mean"] - base for name in ("rmsnorm", "swiglu", "rope")}
+    bundle = by_name["modern"]["summary"]["best_val_loss"]["mean"] - base
+    rows.append(["the three single changes, added up", "—", f"{sum(changes.values()):+.4f}"])
+    best = min(changes, key=changes.get)
     return [f"The stacked vanilla GPT: val loss {spread_text(by_name['stacked']['summary']['best_val_loss'])}.", "",
-            *table(header, rows)]
+            *table(header, rows), "",
+            f"Alone, {best} changed the val loss most ({changes[best]:+.4f}). All at once (with the biases removed "
+            f"too) they changed it by {bundle:+.4f}, {bundle - sum(changes.values()):+.4f} away from the sum of the "
+            "single changes: from the bundle alone there is no telling which part did what."]
+
+
+def lesson_lines(result: dict) -> list[str]:
+    """A lesson's results file (lessons/): what the lesson wrote for its chapter, and where it was measured."""
+    return [*result["report"], "", provenance_text(result)]
+
+
+def lesson_section(result: dict, docs_dir: Path) -> list[str]:
+    return [f"## {result['name']}: {result['title']}", "", *lesson_lines(result)]
 
 
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
-            "ladder": ladder_section}
+            "ladder": ladder_section, "lesson": lesson_section}
 
 
 def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common.DOCS_DIR) -> Path:
@@ -413,22 +427,24 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
             chosen = [line for name in names if name in sections for line in ["", *sections[name]]]
             fill_marked_block(docs_dir / doc, "results", chosen or ["", "Not measured yet."], "")
     ladder = next((result for result in results if result["name"] == "ladder"), None)
-    fill_learn_pages(docs_dir / "learn", ladder_blocks(ladder) if ladder else {})
+    blocks = ladder_blocks(ladder) if ladder else {}
+    blocks.update({result["name"]: lesson_lines(result) for result in results if result["kind"] == "lesson"})
+    fill_learn_pages(docs_dir / "learn", blocks)
     return path
 
 
-LEARN_MARKER = re.compile(r"<!-- ladder:([\w-]+):start -->")
+LEARN_MARKER = re.compile(r"<!-- measured:([\w-]+):start -->")
 # A link to the code in a chapter: [`Block.forward`](../../model.py#L290-L298).
 CODE_LINK = re.compile(r"\[`([\w.]+)`\]\(((?:\.\./)+)([\w/]+\.py)#L(\d+)(?:-L(\d+))?\)")
 
 
 def fill_learn_pages(learn_dir: Path, blocks: dict[str, list[str]]) -> None:
-    """Fill every <!-- ladder:NAME:start --> block of the chapters in learn_dir with the ladder's measured
-    block NAME, and point every code link at the lines that define what it names now."""
+    """Fill every <!-- measured:NAME:start --> block of the chapters in learn_dir with the measured block
+    NAME, and point every code link at the lines that define what it names now."""
     for page in sorted(learn_dir.glob("*.md")):
         for name in LEARN_MARKER.findall(page.read_text()):
             lines = blocks.get(name, ["Not measured yet: run `python -m experiments.ladder`."])
-            fill_marked_block(page, f"ladder:{name}", lines, "../")
+            fill_marked_block(page, f"measured:{name}", lines, "../")
         page.write_text(CODE_LINK.sub(partial(code_link, page_dir=page.parent), page.read_text()))
 
 
