@@ -1,18 +1,20 @@
 """The ladder's claims, checked: the counted baselines are what counting by hand gives, the bigram network
-learns the counted bigram, the ladder records exactly what train.py wrote and fills the chapters with it,
-the committed results are complete with every rung flattened, and the chapters of docs/learn/ cite no
-figure that is not in the results.
+learns the counted bigram, the ladder records exactly what train.py wrote and fills its table and the
+chapters with it, and the committed results are complete. (tests/test_learn.py checks the chapters.)
 """
 
+import json
 import math
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import train
-from experiments import common, ladder
+from experiments import common, ladder, report
 
 LEARN = common.ROOT / "docs" / "learn"
 COMMITTED = common.RESULTS_DIR / "ladder.json"
@@ -57,3 +59,60 @@ def test_bigram_network_lands_on_the_counted_bigram(tmp_path, corpus_path, one_t
     counted = ladder.counted_results(str(corpus_path))
     counted_bigram = next(entry["val_loss"] for entry in counted if entry["name"] == "bigram")
     assert abs(summary["best_val_loss"] - counted_bigram) <= ladder.BIGRAM_TOLERANCE
+
+
+TOY = "--n-embd 16 --block-size 16 --batch-size 4 --max-iters 10 --eval-interval 5 --warmup-iters 2 --eval-windows 8"
+
+
+@pytest.fixture(scope="module")
+def toy_ladder(tmp_path_factory, corpus_path):
+    """The first two rungs, two seeds each, at toy size, into temporary folders; the chapters copied there so
+    the report fills them."""
+    root = tmp_path_factory.mktemp("ladder")
+    shutil.copytree(LEARN, root / "docs" / "learn")
+    ladder.main(["--rungs", "one-head", "--seeds", "2", "--device", "cpu", "--data", str(corpus_path),
+                 f"--train-args={TOY}", "--results-dir", str(root / "results"), "--docs-dir", str(root / "docs"),
+                 "--runs-dir", str(root / "runs")])
+    return root, json.loads((root / "results" / "ladder.json").read_text())
+
+
+def test_ladder_records_exactly_what_train_py_wrote(toy_ladder):
+    _, result = toy_ladder
+    assert [rung["name"] for rung in result["rungs"]] == ["bigram", "one-head"]  # one-head brings its parent
+    bigram, one_head = result["rungs"]
+    assert one_head["config_diff"] == {"n_layer": [0, 1], "n_head": [4, 1], "pos": ["none", "learned"]}
+    assert bigram["config"]["tie_embeddings"] is False and bigram["config"]["n_layer"] == 0
+    for rung in result["rungs"]:
+        assert [run["seed"] for run in rung["runs"]] == [1337, 1338]
+        for run in rung["runs"]:
+            assert run["metrics"] == common.read_metrics(Path(common.ROOT, run["out_dir"]) / "metrics.jsonl")
+            assert run["command"].startswith("python train.py --preset vanilla ")
+            assert f"--seed {run['seed']}" in run["command"] and "--max-iters 10" in run["command"]
+        best = [run["best_val_loss"] for run in rung["runs"]]
+        assert rung["summary"]["best_val_loss"]["mean"] == pytest.approx(sum(best) / 2)
+        mean_curve = rung["summary"]["curves"]["val_loss"]["mean"]
+        assert rung["plateau"]["gain"] == pytest.approx(mean_curve[1] - mean_curve[-1])  # steps 0, 5, 10: 5 is 3/4
+    assert [entry["name"] for entry in result["counted"]] == ["uniform", "unigram", "bigram"]
+    assert result["counted"][0]["val_loss"] == pytest.approx(math.log(65))
+    assert result["bigram_check"]["network"] == bigram["summary"]["best_val_loss"]["mean"]
+
+
+def test_ladder_generation_rungs(toy_ladder):
+    _, result = toy_ladder
+    assert result["kvcache"]["identical"] and result["kvcache"]["new_tokens"] == 32  # twice the context
+    samples = result["sampling"]["samples"]
+    assert [(s["temperature"], s["top_k"], s["top_p"]) for s in samples] == \
+        [(s.get("temperature"), s.get("top_k"), s.get("top_p")) for s in ladder.SAMPLING_SETTINGS]
+    assert all(s["text"].startswith(ladder.SAMPLING_PROMPT) for s in samples)
+
+
+def test_ladder_fills_the_table_and_the_chapters(toy_ladder):
+    root, result = toy_ladder
+    bigram = result["rungs"][0]
+    val_loss = report.spread_text(bigram["summary"]["best_val_loss"])
+    row = f"| bigram | {bigram['adds']} | — | {bigram['params']:,} | {val_loss} |"
+    assert row in (root / "docs" / "results.md").read_text()
+    chapter = (root / "docs" / "learn" / "02-bigram.md").read_text()
+    assert row in chapter and bigram["runs"][0]["command"] in chapter
+    assert "| bigram (counted) |" in (root / "docs" / "learn" / "01-counting.md").read_text()
+    assert (root / "docs" / "plots" / "ladder.png").exists()
