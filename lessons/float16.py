@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 import data  # noqa: E402
 from experiments import common  # noqa: E402
+from lessons import write_result  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import build_tokenizer  # noqa: E402
 
@@ -142,9 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["report"] = report_lines(result)
     print("\n".join(result["report"]))
     if args.results_dir:
-        args.device = "cpu"
-        result["provenance"] = common.provenance("float16", argv, args, package="lessons")
-        common.write_result(result, args.results_dir)
+        write_result(result, "float16", argv, "cpu", args.data, args.results_dir)
     return result
 
 

@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as `python lessons/lost_run.py`: make the r
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
+from lessons import write_plot, write_result  # noqa: E402
 from model import load_checkpoint  # noqa: E402
 
 SMALL_RUN = ["--preset", "small", "--n-layer", "2", "--n-head", "4", "--n-embd", "64", "--block-size", "64",
@@ -70,7 +71,7 @@ def kill_after(command: list[str], out_dir: Path, step: int, delay: float) -> in
             process.send_signal(signal.SIGKILL)
             process.wait()
             return load_checkpoint(out_dir / "last.pt")["step"]
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise SystemExit(f"error: the run ended (exit code {process.returncode}) before step {step} was evaluated; "
                      "pass a smaller --kill-after")
 
@@ -119,23 +120,17 @@ def main(argv: list[str] | None = None) -> dict:
               "val_loss": {"uninterrupted": reference, "killed_and_resumed": resumed}}
     result["report"] = report_lines(result)
     print(result["report"][0])
-    try:
+
+    def draw(path: Path) -> None:
         from plots import plot_val_curves
 
-        plot_path = args.docs_dir / "plots" / f"{result['name']}.png"
-        plot_path.parent.mkdir(parents=True, exist_ok=True)
         curves = {name: (list(losses), list(losses.values()), [0.0] * len(losses))
                   for name, losses in result["val_loss"].items()}
-        plot_val_curves(curves, plot_path, "a run killed with SIGKILL and resumed, over the one left alone")
-        print(f"wrote {common.display_path(plot_path)}")
-    except ImportError:
-        print("(plot skipped: pip install matplotlib to get it)")
+        plot_val_curves(curves, path, "a run killed with SIGKILL and resumed, over the one left alone")
+
+    write_plot(result["name"], args.docs_dir, draw)
     if args.results_dir:
-        args.device = "cpu"
-        result["provenance"] = common.provenance("lost_run", argv, args, package="lessons")
-        result["val_loss"] = {name: {str(step): loss for step, loss in losses.items()}
-                              for name, losses in result["val_loss"].items()}
-        common.write_result(result, args.results_dir)
+        write_result(result, "lost_run", argv, "cpu", args.data, args.results_dir)
     return result
 
 

@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as `python lessons/overfitting.py`: make th
 
 import data  # noqa: E402
 from experiments import common  # noqa: E402
+from lessons import write_plot, write_result  # noqa: E402
 from model import load_checkpoint  # noqa: E402
 
 # The 10M vanilla preset with no dropout, so nothing holds back memorisation, 16 × 128 tokens a step.
@@ -94,18 +95,15 @@ def main(argv: list[str] | None = None) -> dict:
               "params": run["params"], "patience": args.patience, "command": run["command"],
               "turning_point": point, "best_checkpoint_step": best_step, "metrics": run["metrics"]}
     result["report"] = report_lines(result)
-    try:
+
+    def draw(path: Path) -> None:
         from plots import plot_training_curves
 
-        plot_path = args.docs_dir / "plots" / f"{result['name']}.png"
-        plot_path.parent.mkdir(parents=True, exist_ok=True)
-        plot_training_curves(run["metrics"], plot_path)
-        print(f"wrote {common.display_path(plot_path)}")
-    except ImportError:
-        print("(plot skipped: pip install matplotlib to get it)")
+        plot_training_curves(run["metrics"], path)
+
+    write_plot(result["name"], args.docs_dir, draw)
     if args.results_dir:
-        result["provenance"] = common.provenance("overfitting", argv, args, package="lessons")
-        common.write_result(result, args.results_dir)
+        write_result(result, "overfitting", argv, args.device, args.data, args.results_dir)
     return result
 
 

@@ -29,6 +29,7 @@ import torch  # noqa: E402
 import data  # noqa: E402
 from experiments import common  # noqa: E402
 from generate import load, sample  # noqa: E402
+from lessons import write_result  # noqa: E402
 from model import GPT  # noqa: E402
 
 TOLERANCE = 1e-4  # the largest difference between cached and full logits that counts as equal (float32)
@@ -133,9 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
               "checkpoint": common.display_path(args.ckpt), **measured, "prompt": args.prompt, "texts": texts}
     result["report"] = report_lines(result)
     if args.results_dir:
-        args.device = "cpu"
-        result["provenance"] = common.provenance("rope_cache_offset", argv, args, package="lessons")
-        common.write_result(result, args.results_dir)
+        write_result(result, "rope_cache_offset", argv, "cpu", args.data, args.results_dir)
     return result
 
 
