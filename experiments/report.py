@@ -256,23 +256,34 @@ def ladder_setting_text(result: dict) -> str:
     rung = max(result["rungs"], key=lambda rung: rung["config"]["n_layer"])
     run, schedule = rung["runs"][0], result["schedule"]
     config = run["config"]
-    size = "the CPU size; `--full` trains the 10M size with the GPU recipe" if result["setting"] == "cpu" \
-        else "the 10M size with train.py's GPU recipe"
+    size = "the ladder's CPU size" if result["setting"] == "cpu" else "its 10M size"
+    other = ("`--full` trains the same rungs at the 10M size with train.py's GPU recipe" if result["setting"] == "cpu"
+             else "the schedule is train.py's GPU recipe")
     windows = schedule["eval_windows"] or "the whole"
     cpu = result.get("train_cpu_seconds")
     cpu_text = f", and used {cpu / 60:.1f} CPU-minutes" if cpu is not None else ""
-    return (f"Every rung is the vanilla preset at {size} (up to {config['n_layer']} blocks, width "
+    return (f"Every rung is the vanilla preset at {size} (at most {config['n_layer']} blocks, width "
             f"{config['n_embd']}, {config['n_head']} heads, context {config['block_size']}, dropout "
-            f"{config['dropout']}, the head untied from the embedding) with the parts it does not have yet "
-            f"switched off. Training: {run['final_step']} steps of {schedule['batch_size']} × "
+            f"{config['dropout']}) with the head untied from the embedding and the parts the rung does not have "
+            f"yet switched off; {other}. Training: {run['final_step']} steps of {schedule['batch_size']} × "
             f"{config['block_size']} tokens, lr {schedule['lr']} → {schedule['min_lr']} (warmup "
             f"{schedule['warmup_iters']}, cosine), AdamW β2 {schedule['beta2']}, weight decay "
             f"{schedule['weight_decay']}, {schedule['dtype']}; val loss on {windows} val split every "
             f"{schedule['eval_interval']} steps. Val loss and bpc: the best evaluation of each run, mean ± sample "
             f"standard deviation over seeds {', '.join(map(str, result['seeds']))}. Fall over the last quarter: "
-            f"how much the mean val loss still fell over the last quarter of the steps (a rung has flattened when "
-            f"it is under {result['plateau_gain']}). Samples: the first seed's best checkpoint, temperature 1, "
-            f"after a newline. The whole ladder took {result['wall_seconds'] / 60:.1f} minutes{cpu_text}.")
+            f"how much the mean val loss still fell over the last quarter of the steps; {plateau_text(result)} "
+            "Samples: the first seed's best checkpoint, temperature 1, after a newline. The whole ladder took "
+            f"{result['wall_seconds'] / 60:.1f} minutes{cpu_text}.")
+
+
+def plateau_text(result: dict) -> str:
+    """Which rungs had flattened by the end of their runs, and what that means for the others."""
+    still_falling = [rung["name"] for rung in result["rungs"] if not rung["plateau"]["flat"]]
+    if not still_falling:
+        return f"every rung fell less than {result['plateau_gain']} by then: each had flattened."
+    return (f"{len(result['rungs']) - len(still_falling)} of the {len(result['rungs'])} rungs fell less than "
+            f"{result['plateau_gain']} by then and had flattened; {', '.join(still_falling)} were still improving, "
+            "so their numbers are what this schedule buys, not the best those models reach.")
 
 
 def ladder_section(result: dict, docs_dir: Path) -> list[str]:
@@ -307,7 +318,7 @@ def kvcache_lines(kvcache: dict) -> list[str]:
            f"{kvcache['tokens_per_sec_with_cache']:,.0f}", f"{kvcache['speedup']:.1f}x",
            "yes" if kvcache["identical"] else f"NO (first difference at token {kvcache['first_difference']})"]
     return [f"KV cache, on `{kvcache['checkpoint']}`: greedy decoding of twice the context (so the window "
-            f"slides), float32, one thread; tokens/s is the median of {kvcache['repeats']} timings each way.", "",
+            f"slides), in float32; tokens/s is the median of {kvcache['repeats']} timings each way.", "",
             *table(header, [row])]
 
 
