@@ -300,7 +300,8 @@ def ladder_section(result: dict, docs_dir: Path) -> list[str]:
             *plot(result["name"], curves_of(main_path, "val_loss"), docs_dir, f"{title}, one part at a time",
                   "val loss (nats per token)", {"counted bigram": bigram}),
             *(plot(f"{result['name']}_swaps", curves_of(branches, "val_loss"), docs_dir,
-                   f"{title}: the stack without residuals, and the modern swaps", "val loss (nats per token)")
+                   f"{result['name']}: the stack without residuals, and the modern swaps",
+                   "val loss (nats per token)")
               if len(branches) > 1 else []),
             "", *kvcache_lines(result["kvcache"]), "", *sampling_lines(result["sampling"]), "",
             provenance_text(result)]
