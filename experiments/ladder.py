@@ -76,11 +76,13 @@ RUNGS = (
 )
 RUNG_NAMES = tuple(rung.name for rung in RUNGS)
 
-# Sizes. "cpu": a 4-block, 64-wide model with a context of 64 characters, 2,000 steps of 32 sequences
-# (4M tokens, four passes over the training text). Each trained rung's val loss flattens by the end (the
-# results record each rung's fall over its last quarter, PLATEAU_GAIN below). One thread per run and two
-# runs at once: at this size a run uses one core better than two. "full": the vanilla preset's 10M size
-# and train.py's GPU recipe.
+# Sizes. "cpu": a 4-block, 64-wide model with a context of 64 characters (64 wide, so that the bigram rung
+# can hold a full 65 x 65 table), 2,000 steps of 32 sequences (4M tokens, four passes over the training
+# text), so that the 36 runs need well under an hour of CPU time. The results record how much each rung
+# still fell over its last quarter (PLATEAU_GAIN below) and the report says which had flattened: at a size
+# that fits this budget the deeper rungs are still improving slowly at the end. One thread per run and two
+# runs at once: at this size a run uses one core better than two. "full": the vanilla preset's 10M size and
+# train.py's GPU recipe.
 LADDER_SIZES = {
     "cpu": dict(n_layer=4, n_head=4, n_embd=64, block_size=64, dropout=0.0),
     "full": {},

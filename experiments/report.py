@@ -69,11 +69,13 @@ def setting_text(result: dict, seeds: list[int]) -> str:
             "(evaluations included); tokens/s is the median over eval intervals.")
 
 
-def provenance_text(result: dict) -> str:
+def provenance_text(result: dict, runs: bool = True) -> str:
+    """Where and how a results file was made; runs: it holds train.py runs, each with its command."""
     p = result["provenance"]
     dirty = " with uncommitted changes" if p["git_dirty"] else ""
+    where = "; each run's own train.py command is in the JSON file" if runs else ""
     return (f"Device: {p['device']}; torch {p['torch']}; commit {p['git_commit'][:10]}{dirty}; {p['date']}. "
-            f"Made by `{p['command']}`; each run's own train.py command is in the JSON file.")
+            f"Made by `{p['command']}`{where}.")
 
 
 def plot(name: str, curves: dict, docs_dir: Path, title: str, ylabel: str,
@@ -395,17 +397,14 @@ def one_thing_lines(result: dict) -> list[str]:
 
 
 def lesson_lines(result: dict) -> list[str]:
-    """A lesson's results file (lessons/): what the lesson wrote for its chapter, and where it was measured."""
-    return [*result["report"], "", provenance_text(result)]
-
-
-def lesson_section(result: dict, docs_dir: Path) -> list[str]:
-    return [f"## {result['name']}: {result['title']}", "", *lesson_lines(result)]
+    """A lesson's results file (lessons/): what the lesson wrote for its chapter (docs/learn/12-what-goes-wrong.md,
+    the only page that shows it), and where it was measured."""
+    return [*result["report"], "", provenance_text(result, runs=False)]
 
 
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
-            "ladder": ladder_section, "lesson": lesson_section}
+            "ladder": ladder_section}
 
 
 def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common.DOCS_DIR) -> Path:
@@ -426,7 +425,8 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
              "files also hold every run's train.py command and metrics."]
     if not results:
         lines += ["", "No results yet: run an experiment."]
-    sections = {result["name"]: SECTIONS[result["kind"]](result, docs_dir) for result in results}
+    sections = {result["name"]: SECTIONS[result["kind"]](result, docs_dir) for result in results
+                if result["kind"] != "lesson"}
     for section in sections.values():
         lines += ["", *section]
     path = docs_dir / "results.md"
@@ -455,7 +455,7 @@ def fill_learn_pages(learn_dir: Path, blocks: dict[str, list[str]]) -> None:
     NAME, and point every code link at the lines that define what it names now."""
     for page in sorted(learn_dir.glob("*.md")):
         for name in LEARN_MARKER.findall(page.read_text()):
-            lines = blocks.get(name, ["Not measured yet: run `python -m experiments.ladder`."])
+            lines = blocks.get(name, ["Not measured yet: run the command above, then `python -m experiments.report`."])
             fill_marked_block(page, f"measured:{name}", lines, "../")
         page.write_text(CODE_LINK.sub(partial(code_link, page_dir=page.parent), page.read_text()))
 

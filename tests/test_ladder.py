@@ -116,3 +116,32 @@ def test_ladder_fills_the_table_and_the_chapters(toy_ladder):
     assert row in chapter and bigram["runs"][0]["command"] in chapter
     assert "| bigram (counted) |" in (root / "docs" / "learn" / "01-counting.md").read_text()
     assert (root / "docs" / "plots" / "ladder.png").exists()
+
+
+def test_committed_ladder_results_are_complete_and_what_their_runs_wrote():
+    """experiments/results/ladder.json: every rung, three seeds, the CPU schedule, made by committed code; the
+    bigram check and each rung's plateau numbers recomputed from the runs' own metrics."""
+    result = json.loads(COMMITTED.read_text())
+    assert result["setting"] == "cpu" and result["seeds"] == [1337, 1338, 1339]
+    assert [rung["name"] for rung in result["rungs"]] == list(ladder.RUNG_NAMES)
+    assert not result["provenance"]["git_dirty"] and result["provenance"]["command"] == "python -m experiments.ladder"
+    for name, value in ladder.CPU_SCHEDULE.items():
+        assert result["schedule"][name] == value
+    for rung in result["rungs"]:
+        assert [run["seed"] for run in rung["runs"]] == result["seeds"]
+        for run in rung["runs"]:
+            assert run["command"].startswith("python train.py --preset vanilla ")
+            assert f"--seed {run['seed']}" in run["command"]
+            assert run["best_val_loss"] == min(record["val_loss"] for record in run["metrics"])
+        steps = rung["summary"]["steps"]
+        curves = [[record["val_loss"] for record in run["metrics"]] for run in rung["runs"]]
+        mean = [sum(values) / len(values) for values in zip(*curves, strict=True)]
+        quarter = steps.index(rung["plateau"]["from_step"])
+        assert rung["plateau"]["gain"] == pytest.approx(mean[quarter] - mean[-1])
+        assert rung["plateau"]["flat"] == (rung["plateau"]["gain"] < ladder.PLATEAU_GAIN)
+    check = result["bigram_check"]
+    bigram = next(rung for rung in result["rungs"] if rung["name"] == "bigram")
+    assert check["network"] == pytest.approx(sum(run["best_val_loss"] for run in bigram["runs"]) / 3)
+    assert check["counted"] == next(c["val_loss"] for c in result["counted"] if c["name"] == "bigram")
+    assert check["within"] and abs(check["difference"]) <= ladder.BIGRAM_TOLERANCE
+    assert result["kvcache"]["identical"]
