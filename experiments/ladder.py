@@ -14,8 +14,9 @@ residual connections, and each modern swap (RMSNorm, SwiGLU, RoPE) and all of th
 the generation rungs on the final model: the KV cache (speed, and the same text) and the sampling
 settings (temperature, top-k, top-p) on one prompt.
 
-Writes experiments/results/ladder.json (ladder_full.json with --full), then regenerates
-docs/results.md, docs/plots/ladder*.png and the measured parts of the chapters in docs/learn/.
+Writes experiments/results/ladder.json (ladder_full.json with --full; with --rungs, ladder_partial.json or
+ladder_full_partial.json, so the whole ladder's results stay), then regenerates docs/results.md,
+docs/plots/ladder*.png and, from ladder.json, the measured parts of the chapters in docs/learn/.
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ def schedule_flags(args: argparse.Namespace) -> list[str]:
 def rung_flags(rung: Rung, size: str) -> list[str]:
     """train.py flags of one rung's model: the vanilla preset at the ladder's size, then the rung's parts."""
     return ["--preset", "vanilla", *common.to_flags({**LADDER_SIZES[size], **BASE, **rung.config})]
+
+
+def result_name(args: argparse.Namespace, rungs: list[Rung]) -> str:
+    """ladder, ladder_full with --full; _partial when only some rungs ran, so the whole ladder's file is kept."""
+    return "ladder" + ("_full" if args.full else "") + ("_partial" if len(rungs) < len(RUNGS) else "")
 
 
 def chosen_rungs(names: list[str] | None) -> list[Rung]:
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     last = runs[rungs[-1].name][0]
     if pick_device(args.device).type == "cpu":
         torch.set_num_threads(1)  # the generation rungs time one process on one core, as each run trained
-    result = {"name": "ladder" if not args.full else "ladder_full", "kind": "ladder", "setting": setting_name(args),
+    result = {"name": result_name(args, rungs), "kind": "ladder", "setting": setting_name(args),
               "title": "what each part of a GPT buys", "seeds": common.seeds(args),
               "schedule": runs[rungs[0].name][0]["schedule"], "plateau_gain": PLATEAU_GAIN,
               "counted": counted, "rungs": results, "bigram_check": bigram_check(counted, results),

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -139,7 +141,8 @@ ladder.main(ladder_flags)
 from IPython.display import Image, Markdown, display  # noqa: E402
 
 display(Markdown((OUT / "docs" / "results.md").read_text()))
-display(Image(filename=str(OUT / "docs" / "plots" / "ladder.png")))
+ladder_name = next((OUT / "results").glob("ladder*.json")).stem  # ladder_partial when only some rungs ran
+display(Image(filename=str(OUT / "docs" / "plots" / f"{ladder_name}.png")))
 
 # %% [markdown]
 # ## Where next
