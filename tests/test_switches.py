@@ -7,6 +7,7 @@ The model is tiny (vocabulary 23, context 16, width 32) so every check is exact 
 import pytest
 import torch
 
+import train
 from model import GPT, GPTConfig
 
 V, T, D = 23, 16, 32  # vocabulary, context, width
@@ -127,3 +128,16 @@ def test_residual_stream_carries_the_input_past_silent_sublayers():
             torch.testing.assert_close(logits, no_blocks(idx)[0])
         else:
             torch.testing.assert_close(logits, logits[0, 0].expand_as(logits))
+
+
+def test_the_switches_reach_train_py_and_bad_values_are_refused(capsys):
+    args = train.parse_args(["--preset", "vanilla", "--n-layer", "0", "--norm", "none", "--mlp", "none",
+                             "--pos", "none", "--no-residual", "--no-tie-embeddings"])
+    config = train.model_config(args, vocab_size=V)
+    assert (config.n_layer, config.norm, config.mlp, config.pos, config.residual, config.tie_embeddings) == \
+        (0, "none", "none", "none", False, False)
+    with pytest.raises(SystemExit) as stopped:
+        train.parse_args(["--n-layer", "-1"])
+    assert stopped.value.code == 2 and "--n-layer must not be negative" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="n_layer must be 0"):
+        GPTConfig(n_layer=-1)
