@@ -66,6 +66,8 @@ GPT2_CONV1D_LAYERS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 def hf_architecture(config: GPTConfig) -> str:
     """Name the Hugging Face class whose computation matches this config exactly, or raise ValueError."""
+    if not config.residual:
+        raise ValueError("a model without residual connections has no Hugging Face equivalent")
     if (config.norm, config.mlp, config.pos) == ("rmsnorm", "swiglu", "rope"):
         return "LlamaForCausalLM"
     if config.norm == "layernorm" and config.mlp in ("relu", "gelu") and config.pos == "learned" and config.bias:

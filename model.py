@@ -14,6 +14,11 @@ Architectural switches (fields of GPTConfig), each changeable on its own:
 Two named presets put them together: "vanilla" is GPT-2 style (Radford et al. 2019), "modern" is
 LLaMA/Qwen style (Touvron et al. 2023). The attention math is Vaswani et al. 2017.
 
+The learning path in docs/learn/ builds the model up one part at a time, so each part can also be left
+out: norm "none", mlp "none" (attention only), pos "none" (no position information), residual False
+(He et al. 2016 for what the residual connection buys), and n_layer 0 (embedding straight into the
+head: a bigram model).
+
 References: nanoGPT model.py (Karpathy), nanochat gpt.py and engine.py (Karpathy), HF transformers'
 modeling_llama.py and modeling_gpt2.py for the naming that export.py maps to.
 """
@@ -30,9 +35,9 @@ from torch.nn import functional as F
 
 from checkpoint import load_checkpoint
 
-NORMS = ("layernorm", "rmsnorm")
-MLPS = ("relu", "gelu", "swiglu")
-POSITIONS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm", "none")
+MLPS = ("relu", "gelu", "swiglu", "none")
+POSITIONS = ("learned", "rope", "none")
 ATTENTIONS = ("fused", "manual")
 
 
@@ -40,14 +45,15 @@ ATTENTIONS = ("fused", "manual")
 class GPTConfig:
     vocab_size: int = 65  # number of token ids (65 characters in Tiny Shakespeare)
     block_size: int = 256  # longest context the model is trained on, in tokens
-    n_layer: int = 6  # number of transformer blocks
+    n_layer: int = 6  # number of transformer blocks; 0: the embedding feeds the head directly (a bigram model)
     n_head: int = 6  # attention heads per block
     n_embd: int = 384  # width of the residual stream
     dropout: float = 0.2  # dropout on embeddings, attention weights and residual branches (training only)
     bias: bool = True  # biases in linear layers and norms
-    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
-    mlp: str = "relu"  # "relu" | "gelu" | "swiglu"
-    pos: str = "learned"  # "learned" | "rope"
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm" | "none" (every norm an identity)
+    mlp: str = "relu"  # "relu" | "gelu" | "swiglu" | "none" (no feed-forward sublayer: attention only)
+    pos: str = "learned"  # "learned" | "rope" | "none" (no position information at all)
+    residual: bool = True  # add each sublayer's output to its input; False: the output replaces it
     rope_theta: float = 10000.0  # RoPE base: wavelengths run from 2*pi to about 2*pi*rope_theta
     tie_embeddings: bool = True  # the output head reuses the token embedding matrix
     mlp_hidden: int | None = None  # FFN hidden width; None: 4*n_embd, or about 8/3*n_embd for SwiGLU
@@ -59,9 +65,11 @@ class GPTConfig:
                                      ("pos", self.pos, POSITIONS), ("attention", self.attention, ATTENTIONS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.n_layer < 0:
+            raise ValueError(f"n_layer must be 0 (no blocks) or more, not {self.n_layer}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
@@ -125,6 +133,8 @@ class RMSNorm(nn.Module):
 
 def make_norm(config: GPTConfig) -> nn.Module:
     """The norm chosen by config.norm."""
+    if config.norm == "none":
+        return nn.Identity()
     if config.norm == "rmsnorm":
         return RMSNorm(config.n_embd, config.norm_eps)
     return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
@@ -263,21 +273,31 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer block, pre-norm: x + attn(norm(x)), then x + ffn(norm(x))."""
+    """One transformer block, pre-norm: x + attn(norm(x)), then x + ffn(norm(x)).
+
+    Without residual connections each sublayer's output replaces x instead of being added to it; with
+    mlp "none" the block is attention alone.
+    """
 
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
+        self.residual = config.residual
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = make_norm(config)
-        if config.mlp == "swiglu":
-            self.mlp = SwiGLU(config)
-        else:
-            self.mlp = MLP(config)
+        self.mlp = None
+        if config.mlp != "none":
+            self.ln_2 = make_norm(config)
+            self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x: torch.Tensor, rope, kv_cache: KVCache | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, kv_cache)
-        return x + self.mlp(self.ln_2(x))
+        x = self.add_residual(x, self.attn(self.ln_1(x), rope, kv_cache))
+        if self.mlp is not None:
+            x = self.add_residual(x, self.mlp(self.ln_2(x)))
+        return x
+
+    def add_residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """The residual connection: the sublayer's output is added to the stream it read."""
+        return x + update if self.residual else update
 
 
 class GPT(nn.Module):
@@ -294,7 +314,7 @@ class GPT(nn.Module):
         ))
         if config.pos == "learned":
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
-        else:  # RoPE tables: derived from the config, so not saved in checkpoints
+        elif config.pos == "rope":  # RoPE tables: derived from the config, so not saved in checkpoints
             cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
@@ -307,7 +327,7 @@ class GPT(nn.Module):
         """GPT-2 initialisation: N(0, 0.02) weights, zero biases, unit norms. Each residual projection
         (c_proj) is scaled down by 1/sqrt(2*n_layer) so the residual stream's variance does not grow
         with depth (two residual additions per block)."""
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        residual_std = 0.02 / math.sqrt(max(1, 2 * self.config.n_layer))  # n_layer 0 has no residual projections
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
                 std = residual_std if name.endswith("c_proj") else 0.02
@@ -344,7 +364,7 @@ class GPT(nn.Module):
         rope = None
         if self.config.pos == "learned":
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
-        else:
+        elif self.config.pos == "rope":
             rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])  # (T, hs/2) each
         x = self.transformer.drop(x)
         for block in self.transformer.h:

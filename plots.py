@@ -32,15 +32,21 @@ def plot_training_curves(records: list[dict], path: Path) -> None:
 
 
 def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]], path: Path,
-                    title: str, ylabel: str = "val loss (nats per token)") -> None:
+                    title: str, ylabel: str = "val loss (nats per token)",
+                    references: dict[str, float] | None = None) -> None:
     """A val metric against step for several variants: label -> (steps, mean, spread), mean +- spread
-    shaded. The default metric is loss; pass ylabel for another (bits per character, say)."""
+    shaded. The default metric is loss; pass ylabel for another (bits per character, say). references:
+    label -> value, drawn as dashed horizontal lines (a baseline that was not trained)."""
     figure, axes = plt.subplots(figsize=(7, 4))
     for label, (steps, mean, spread) in curves.items():
         line, = axes.plot(steps, mean, label=label, marker="o", markersize=3)
         low = [m - s for m, s in zip(mean, spread, strict=True)]
         high = [m + s for m, s in zip(mean, spread, strict=True)]
         axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    for label, value in (references or {}).items():
+        axes.axhline(value, linestyle="--", linewidth=1, color="grey")
+        axes.annotate(label, (0, value), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                      textcoords="offset points", fontsize=8, color="grey")
     axes.set_title(title)
     axes.set_xlabel("step")
     axes.set_ylabel(ylabel)

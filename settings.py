@@ -51,7 +51,7 @@ RECIPES: dict[str, dict] = {
 
 # The flags that are GPTConfig fields: they override the preset's values, and a resumed run keeps them.
 ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "norm", "mlp", "pos",
-                      "attention")
+                      "residual", "tie_embeddings", "attention")
 
 
 def finite_float(text: str) -> float:
@@ -157,10 +157,14 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The model: a preset, then any GPTConfig field overridden (ARCHITECTURE_FLAGS)."""
     group = parser.add_argument_group("model (a preset, then any field overridden; model.py checks the values)")
     group.add_argument("--preset", choices=list(PRESETS), help="model.py's named architecture")
-    group.add_argument("--norm", choices=NORMS)
-    group.add_argument("--mlp", choices=MLPS)
-    group.add_argument("--pos", choices=POSITIONS)
-    group.add_argument("--n-layer", type=int)
+    group.add_argument("--norm", choices=NORMS, help="none: every norm an identity")
+    group.add_argument("--mlp", choices=MLPS, help="none: no feed-forward sublayer (attention only)")
+    group.add_argument("--pos", choices=POSITIONS, help="none: no position information")
+    group.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                       help="add each sublayer's output to its input")
+    group.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                       help="the output head reuses the token embedding matrix")
+    group.add_argument("--n-layer", type=int, help="transformer blocks; 0: embedding straight into the head")
     group.add_argument("--n-head", type=int)
     group.add_argument("--n-embd", type=int)
     group.add_argument("--block-size", type=int, help="context length in tokens")

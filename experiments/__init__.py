@@ -5,6 +5,7 @@ measured to experiments/results/<name>.json, then regenerates docs/results.md an
     python -m experiments.swaps all         # norm, mlp, pos, vanilla vs modern, KV cache
     python -m experiments.tokenizers        # char vs BPE sizes vs GPT-2, in bits per character
     python -m experiments.speed             # time to val loss 1.47 on one GPU
+    python -m experiments.ladder            # the learning path: a GPT built up one part at a time
     python -m experiments.report            # rebuild the results table and plots from the JSON files
 
 See experiments/README.md for what each measures and how long it takes.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -84,15 +85,28 @@ def setting_flags(args: argparse.Namespace, recipe: str) -> list[str]:
     return [*base_flags(args), "--recipe", recipe, *shlex.split(args.train_args)]
 
 
+def to_flags(settings: dict) -> list[str]:
+    """{"n_layer": 4} -> ["--n-layer", "4"]; {"bias": False} -> ["--no-bias"]."""
+    flags = []
+    for name, value in settings.items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags += [f"--{flag}", str(value)]
+    return flags
+
+
 def seeds(args: argparse.Namespace) -> list[int]:
     return list(range(FIRST_SEED, FIRST_SEED + args.seeds))
 
 
-def train_run(flags: list[str], out_dir: Path, rerun: bool = False) -> dict:
+def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int | None = None) -> dict:
     """Train one model with `python train.py FLAGS` into out_dir and return its record (see read_run).
 
     A finished run already in out_dir that was made by exactly the same command is read back instead
-    of trained again (unless rerun), so experiments that share a baseline train it once.
+    of trained again (unless rerun), so experiments that share a baseline train it once. threads, if
+    given, caps the CPU threads of the run (OMP_NUM_THREADS), so that several runs can share the cores.
     """
     argv = ["train.py", *flags, "--out-dir", display_path(out_dir), "--sample-tokens", "0", "--overwrite"]
     command = shlex.join(["python", *argv])
@@ -105,7 +119,8 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False) -> dict:
     print(f"  {command}", flush=True)
     start = time.time()
     with open(out_dir / "train.log", "w") as log:
-        finished = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+        finished = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     if finished.returncode:
         tail = "\n".join((out_dir / "train.log").read_text().splitlines()[-15:])
         raise SystemExit(f"error: this run failed with exit code {finished.returncode}:\n  {command}\n{tail}")
@@ -135,7 +150,7 @@ def read_run(out_dir: Path) -> dict:
             "config": checkpoint["config"], "tokenizer": checkpoint["tokenizer"]["name"],
             "schedule": {name: checkpoint["args"][name] for name in SCHEDULE_FIELDS},
             "params": model.num_params(), "ffn_hidden": config.ffn_hidden,
-            "ffn_params": sum(p.numel() for block in model.transformer.h for p in block.mlp.parameters()),
+            "ffn_params": sum(p.numel() for block in model.transformer.h if block.mlp for p in block.mlp.parameters()),
             **run_numbers(records), "metrics": records}
 
 
@@ -199,10 +214,11 @@ def config_diff(base: dict, other: dict) -> dict:
     return {name: [base[name], other[name]] for name in base if base[name] != other[name]}
 
 
-def provenance(module: str, argv: list[str], args: argparse.Namespace) -> dict:
-    """Where and how a results file was made (results.provenance), and the text it trained on."""
+def provenance(module: str, argv: list[str], args: argparse.Namespace, package: str = "experiments") -> dict:
+    """Where and how a results file was made (results.provenance; the command is `python -m package.module
+    argv`), and the text it trained on."""
     corpus = data.find_corpus(args.data)
-    return {**results.provenance(pick_device(args.device), ["python", "-m", f"experiments.{module}", *argv]),
+    return {**results.provenance(pick_device(args.device), ["python", "-m", f"{package}.{module}", *argv]),
             "data": {"file": corpus.name, "sha256": hashlib.sha256(corpus.read_bytes()).hexdigest()}}
 
 

@@ -12,9 +12,12 @@ Plots need matplotlib (optional); without it they are skipped and the tables are
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import re
 import sys
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python experiments/report.py`: make the repository importable
@@ -23,8 +26,8 @@ if __package__ in (None, ""):  # run as `python experiments/report.py`: make the
 from experiments import common  # noqa: E402
 from results import markdown_table  # noqa: E402
 
-ORDER = ("default_cpu", "default_cuda", "default_mps", "final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos",
-         "modern", "kvcache", "tokenizers", "speed")  # others follow, by name
+ORDER = ("ladder", "ladder_full", "default_cpu", "default_cuda", "default_mps", "final_cuda", "final_mps", "final_cpu",
+         "norm", "mlp", "pos", "modern", "kvcache", "tokenizers", "speed")  # others follow, by name
 
 
 def spread_text(stat: dict | None, spec: str = ".4f") -> str:
@@ -63,15 +66,19 @@ def setting_text(result: dict, seeds: list[int]) -> str:
             "(evaluations included); tokens/s is the median over eval intervals.")
 
 
-def provenance_text(result: dict) -> str:
+def provenance_text(result: dict, runs: bool = True) -> str:
+    """Where and how a results file was made; runs: it holds train.py runs, each with its command."""
     p = result["provenance"]
     dirty = " with uncommitted changes" if p["git_dirty"] else ""
+    where = "; each run's own train.py command is in the JSON file" if runs else ""
     return (f"Device: {p['device']}; torch {p['torch']}; commit {p['git_commit'][:10]}{dirty}; {p['date']}. "
-            f"Made by `{p['command']}`; each run's own train.py command is in the JSON file.")
+            f"Made by `{p['command']}`{where}.")
 
 
-def plot(name: str, curves: dict, docs_dir: Path, title: str, ylabel: str) -> list[str]:
-    """Write docs/plots/<name>.png (mean over seeds, ± std shaded); the markdown that shows it, or []."""
+def plot(name: str, curves: dict, docs_dir: Path, title: str, ylabel: str,
+         references: dict[str, float] | None = None) -> list[str]:
+    """Write docs/plots/<name>.png (mean over seeds, ± std shaded, references as dashed lines); the markdown
+    that shows it, or []."""
     try:
         from plots import plot_val_curves
     except ImportError:
@@ -79,7 +86,7 @@ def plot(name: str, curves: dict, docs_dir: Path, title: str, ylabel: str) -> li
         return []
     path = docs_dir / "plots" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot_val_curves(curves, path, title, ylabel)
+    plot_val_curves(curves, path, title, ylabel, references)
     return ["", f"![{title}](plots/{name}.png)"]
 
 
@@ -265,9 +272,186 @@ def quickstart_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+# ----------------------------------------------------------------------------------------------------
+# The ladder (experiments/ladder.py): one table for results.md, and a measured block for each chapter of
+# docs/learn/, between <!-- measured:NAME:start --> and <!-- measured:NAME:end -->.
+
+
+def one_line(text: str, length: int = 60) -> str:
+    """The start of a sample for a table cell: newlines shown as ↵, pipes escaped."""
+    return "`" + text[:length].replace("\n", "↵").replace("`", "'").replace("|", "\\|") + "`"
+
+
+def ladder_header() -> list[str]:
+    return ["rung", "adds", "config change", "params", "val loss", "val bpc", "fall over last quarter", "sample"]
+
+
+def counted_row(counted: dict) -> list[str]:
+    return [f"{counted['name']} (counted)", "no training: frequencies in the training text",
+            f"{counted['probabilities']:,} probabilities, {counted['smoothing']} smoothing", "—",
+            f"{counted['val_loss']:.4f}", f"{counted['val_bpc']:.3f}", "—", one_line(counted["sample"])]
+
+
+def rung_row(rung: dict) -> list[str]:
+    summary = rung["summary"]
+    change = ", ".join(f"{field}: {old} → {new}" for field, (old, new) in rung["config_diff"].items())
+    return [rung["name"], rung["adds"], change or "—", f"{rung['params']:,}", spread_text(summary["best_val_loss"]),
+            spread_text(summary["best_val_bpc"], ".3f"), f"{rung['plateau']['gain']:.4f}", one_line(rung["sample"])]
+
+
+def ladder_setting_text(result: dict) -> str:
+    """The size, schedule, seeds and the rules the numbers follow, from the deepest rung's first run."""
+    rung = max(result["rungs"], key=lambda rung: rung["config"]["n_layer"])
+    run, schedule = rung["runs"][0], result["schedule"]
+    config = run["config"]
+    size = "the ladder's CPU size" if result["setting"] == "cpu" else "its 10M size"
+    other = ("`--full` trains the same rungs at the 10M size with train.py's GPU recipe" if result["setting"] == "cpu"
+             else "the schedule is train.py's GPU recipe")
+    windows = schedule["eval_windows"] or "the whole"
+    cpu = result.get("train_cpu_seconds")
+    cpu_text = f", and used {cpu / 60:.1f} CPU-minutes" if cpu is not None else ""
+    return (f"Every rung is the vanilla preset at {size} (at most {config['n_layer']} blocks, width "
+            f"{config['n_embd']}, {config['n_head']} heads, context {config['block_size']}, dropout "
+            f"{config['dropout']}) with the head untied from the embedding and the parts the rung does not have "
+            f"yet switched off; {other}. Training: {run['final_step']} steps of {schedule['batch_size']} × "
+            f"{config['block_size']} tokens, lr {schedule['lr']} → {schedule['min_lr']} (warmup "
+            f"{schedule['warmup_iters']}, cosine), AdamW β2 {schedule['beta2']}, weight decay "
+            f"{schedule['weight_decay']}, {schedule['dtype']}; val loss on {windows} val split every "
+            f"{schedule['eval_interval']} steps. Val loss and bpc: the best evaluation of each run, mean ± sample "
+            f"standard deviation over seeds {', '.join(map(str, result['seeds']))}. Fall over the last quarter: "
+            f"how much the mean val loss still fell over the last quarter of the steps; {plateau_text(result)} "
+            "Samples: the first seed's best checkpoint, temperature 1, after a newline. The whole ladder took "
+            f"{result['wall_seconds'] / 60:.1f} minutes{cpu_text}.")
+
+
+def plateau_text(result: dict) -> str:
+    """Which rungs had flattened by the end of their runs, and what that means for the others."""
+    still_falling = [rung["name"] for rung in result["rungs"] if not rung["plateau"]["flat"]]
+    if not still_falling:
+        return f"every rung fell less than {result['plateau_gain']} by then: each had flattened."
+    return (f"{len(result['rungs']) - len(still_falling)} of the {len(result['rungs'])} rungs fell less than "
+            f"{result['plateau_gain']} by then and had flattened; {', '.join(still_falling)} were still improving, "
+            "so their numbers are what this schedule buys, not the best those models reach.")
+
+
+def ladder_section(result: dict, docs_dir: Path) -> list[str]:
+    """The whole ladder: the counted floor, every trained rung, the bigram check, plots and generation."""
+    rows = [counted_row(counted) for counted in result["counted"]] + [rung_row(rung) for rung in result["rungs"]]
+    by_name = {rung["name"]: rung for rung in result["rungs"]}
+    bigram = next(counted["val_loss"] for counted in result["counted"] if counted["name"] == "bigram")
+    main_path = [by_name[name] for name in ("bigram", "one-head", "heads", "ffn", "residual", "norm", "stacked")
+                 if name in by_name]
+    branches = [rung for rung in result["rungs"] if rung["parent"] == "stacked" or rung["name"] == "stacked"]
+    title = f"{result['name']}: {result['title']}"
+    return [f"## {title}", "", ladder_setting_text(result), "", *markdown_table(ladder_header(), rows), "",
+            bigram_check_text(result["bigram_check"]),
+            *plot(result["name"], curves_of(main_path, "val_loss"), docs_dir, f"{title}, one part at a time",
+                  "val loss (nats per token)", {"counted bigram": bigram}),
+            *(plot(f"{result['name']}_swaps", curves_of(branches, "val_loss"), docs_dir,
+                   f"{result['name']}: the stack without residuals, and the modern swaps",
+                   "val loss (nats per token)")
+              if len(branches) > 1 else []),
+            "", *kvcache_lines(result["kvcache"]), "", *sampling_lines(result["sampling"]), "",
+            provenance_text(result)]
+
+
+def bigram_check_text(check: dict) -> str:
+    verdict = "within" if check["within"] else "OUTSIDE"
+    return (f"The bigram network's val loss, {check['network']:.4f}, is {check['difference']:+.4f} from the counted "
+            f"bigram's {check['counted']:.4f}: {verdict} the tolerance of {check['tolerance']} nats.")
+
+
+def kvcache_lines(kvcache: dict) -> list[str]:
+    header = ["new tokens", "tokens/s without cache", "tokens/s with cache", "speedup", "identical text"]
+    row = [str(kvcache["new_tokens"]), f"{kvcache['tokens_per_sec_without_cache']:,.0f}",
+           f"{kvcache['tokens_per_sec_with_cache']:,.0f}", f"{kvcache['speedup']:.1f}x",
+           "yes" if kvcache["identical"] else f"NO (first difference at token {kvcache['first_difference']})"]
+    return [f"KV cache, on `{kvcache['checkpoint']}`: greedy decoding of twice the context (so the window "
+            f"slides), in float32; tokens/s is the median of {kvcache['repeats']} timings each way.", "",
+            *markdown_table(header, [row])]
+
+
+def sampling_setting(sample: dict) -> str:
+    parts = [f"temperature {sample['temperature']}"]
+    parts += [f"top-k {sample['top_k']}"] if sample["top_k"] is not None else []
+    parts += [f"top-p {sample['top_p']}"] if sample["top_p"] is not None else []
+    return ", ".join(parts)
+
+
+def sampling_lines(sampling: dict) -> list[str]:
+    header = ["setting", "words", "words found in the training text", "distinct words", "text"]
+    rows = [[sampling_setting(sample), str(sample["words"]), optional(sample["known"] and 100 * sample["known"], ".0f")
+             + " %", optional(sample["distinct"] and 100 * sample["distinct"], ".0f") + " %",
+             one_line(sample["text"], 80)] for sample in sampling["samples"]]
+    return [f"Sampling, on `{sampling['checkpoint']}`: {sampling['new_tokens']} characters after the prompt "
+            f"`{sampling['prompt'].strip()}`, seed {sampling['seed']} every time.", "", *markdown_table(header, rows)]
+
+
+def text_block(text: str) -> list[str]:
+    return ["```", text, "```"]
+
+
+def ladder_blocks(result: dict) -> dict[str, list[str]]:
+    """The measured block of every chapter in docs/learn/, by name."""
+    by_name = {rung["name"]: rung for rung in result["rungs"]}
+    blocks = {"table": ["", ladder_setting_text(result), "",
+                        *markdown_table(ladder_header(), [counted_row(c) for c in result["counted"]]
+                               + [rung_row(rung) for rung in result["rungs"]]),
+                        "", f"![the ladder's val loss curves](plots/{result['name']}.png)",
+                        "", provenance_text(result)]}
+    counted_samples = [line for counted in result["counted"] for line in
+                       ["", f"Sampled from the counted {counted['name']} model:", *text_block(counted["sample"])]]
+    counted_rows = [counted_row(counted) for counted in result["counted"]]
+    blocks["counting"] = [*markdown_table(ladder_header(), counted_rows), *counted_samples]
+    for rung in result["rungs"]:
+        before = ([rung_row(by_name[rung["parent"]])] if rung["parent"] in by_name
+                  else [counted_row(next(c for c in result["counted"] if c["name"] == "bigram"))])
+        checkpoint = f"{rung['runs'][0]['out_dir']}/best.pt"
+        blocks[rung["name"]] = [*markdown_table(ladder_header(), [*before, rung_row(rung)]), "",
+                                f"Sampled from `{checkpoint}` (temperature 1, after a newline):",
+                                *text_block(rung["sample"]), "", "The command that trained it (first seed):", "",
+                                *text_block(rung["runs"][0]["command"])]
+    if "bigram" in by_name:
+        blocks["bigram"] += ["", bigram_check_text(result["bigram_check"])]
+    blocks["kvcache"] = kvcache_lines(result["kvcache"])
+    blocks["sampling"] = [*sampling_lines(result["sampling"]), *[
+        line for sample in result["sampling"]["samples"] for line in ["", f"{sampling_setting(sample)}:",
+                                                                      *text_block(sample["text"])]]]
+    blocks["one-thing"] = one_thing_lines(result)
+    return blocks
+
+
+def one_thing_lines(result: dict) -> list[str]:
+    """Each modern swap alone against the stack, and all of them at once: the bundle hides which one helped."""
+    by_name = {rung["name"]: rung for rung in result["rungs"]}
+    if not all(name in by_name for name in ("stacked", "rmsnorm", "swiglu", "rope", "modern")):
+        return ["Not measured yet: run the whole ladder."]
+    base = by_name["stacked"]["summary"]["best_val_loss"]["mean"]
+    header = ["change from the stacked vanilla GPT", "val loss", "change in val loss"]
+    rows = []
+    for name in ("rmsnorm", "swiglu", "rope", "modern"):
+        summary = by_name[name]["summary"]["best_val_loss"]
+        rows.append([f"{name}: {by_name[name]['adds']}", spread_text(summary), f"{summary['mean'] - base:+.4f}"])
+    changes = {name: by_name[name]["summary"]["best_val_loss"]["mean"] - base for name in ("rmsnorm", "swiglu", "rope")}
+    bundle = by_name["modern"]["summary"]["best_val_loss"]["mean"] - base
+    rows.append(["the three single changes, added up", "—", f"{sum(changes.values()):+.4f}"])
+    best = min(changes, key=changes.get)
+    return [f"The stacked vanilla GPT: val loss {spread_text(by_name['stacked']['summary']['best_val_loss'])}.", "",
+            *markdown_table(header, rows), "",
+            f"Alone, {best} changed the val loss most ({changes[best]:+.4f}). All at once (with the biases removed "
+            f"too) they changed it by {bundle:+.4f}, {bundle - sum(changes.values()):+.4f} away from the sum of the "
+            "single changes: from the bundle alone there is no telling which part did what."]
+
+
+def lesson_lines(result: dict) -> list[str]:
+    """A lesson's results file (lessons/): what the lesson wrote for its chapter (docs/learn/12-what-goes-wrong.md,
+    the only page that shows it), and where it was measured."""
+    return [*result["report"], "", provenance_text(result, runs=False)]
+
+
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
-            "download_size": download_size_section}
+            "download_size": download_size_section, "ladder": ladder_section}
 
 
 def load_results(results_dir: Path) -> list[dict]:
@@ -293,7 +477,8 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
              "files also hold every run's train.py command and metrics."]
     if not results:
         lines += ["", "No results yet: run an experiment."]
-    sections = {result["name"]: SECTIONS[result["kind"]](result, docs_dir) for result in results}
+    sections = {result["name"]: SECTIONS[result["kind"]](result, docs_dir) for result in results
+                if result["kind"] != "lesson"}
     for section in sections.values():
         lines += ["", *section]
     path = docs_dir / "results.md"
@@ -306,7 +491,59 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
         for doc, names in MARKED_DOCS.items():
             chosen = [line for name in names if name in sections for line in ["", *sections[name]]]
             fill_marked_block(docs_dir / doc, "results", chosen or ["", "Not measured yet."], "")
+    ladder = next((result for result in results if result["name"] == "ladder"), None)
+    blocks = ladder_blocks(ladder) if ladder else {}
+    blocks.update({result["name"]: lesson_lines(result) for result in results if result["kind"] == "lesson"})
+    fill_learn_pages(docs_dir / "learn", blocks)
     return path
+
+
+LEARN_MARKER = re.compile(r"<!-- measured:([\w-]+):start -->")
+# A link to the code in a chapter: [`Block.forward`](../../model.py#L290-L298).
+CODE_LINK = re.compile(r"\[`([\w.]+)`\]\(((?:\.\./)+)([\w/]+\.py)#L(\d+)(?:-L(\d+))?\)")
+
+
+def fill_learn_pages(learn_dir: Path, blocks: dict[str, list[str]]) -> None:
+    """Fill every <!-- measured:NAME:start --> block of the chapters in learn_dir with the measured block
+    NAME, and point every code link at the lines that define what it names now."""
+    for page in sorted(learn_dir.glob("*.md")):
+        for name in LEARN_MARKER.findall(page.read_text()):
+            lines = blocks.get(name, ["Not measured yet: run the command above, then `python -m experiments.report`."])
+            fill_marked_block(page, f"measured:{name}", lines, "../")
+        page.write_text(CODE_LINK.sub(partial(code_link, page_dir=page.parent), page.read_text()))
+
+
+def code_link(match: re.Match, page_dir: Path) -> str:
+    """The link with its line anchors set to the span of the definition it names (unchanged if not found)."""
+    name, up, file = match.group(1), match.group(2), match.group(3)
+    span = definition_lines((page_dir / up / file).resolve(), name)
+    if span is None:
+        return match.group(0)
+    return f"[`{name}`]({up}{file}#L{span[0]}-L{span[1]})"
+
+
+def definition_lines(path: Path, dotted_name: str) -> tuple[int, int] | None:
+    """First and last line of the class, function, method or assignment that dotted_name names in a Python file."""
+    if not path.is_file():
+        return None
+    body = ast.parse(path.read_text()).body
+    node = None
+    for part in dotted_name.split("."):
+        node = next((child for child in body if defined_name(child) == part), None)
+        if node is None:
+            return None
+        body = getattr(node, "body", [])
+    return node.lineno, node.end_lineno
+
+
+def defined_name(node: ast.stmt) -> str | None:
+    if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return node.name
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return node.target.id
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        return node.targets[0].id
+    return None
 
 
 # Other pages that show some results sections, between <!-- results:start --> and <!-- results:end -->.
