@@ -51,9 +51,14 @@ def turning_point(records: list[dict]) -> dict:
             "train_kept_falling": train_at_best is not None and last["train_loss"] < train_at_best}
 
 
+def loss_text(loss: float | None) -> str:
+    """A loss to 4 decimals, or a dash where the run logged none (no train loss at that evaluation)."""
+    return "—" if loss is None else f"{loss:.4f}"
+
+
 def report_lines(result: dict) -> list[str]:
     point = result["turning_point"]
-    train_at_best = "—" if point["train_loss_at_best"] is None else f"{point['train_loss_at_best']:.4f}"
+    train_at_best = loss_text(point["train_loss_at_best"])
     return [f"{result['params']:,} parameters trained on the first {result['chars']:,} characters of Tiny "
             f"Shakespeare ({result['train_chars']:,} to train on, the rest to validate), no dropout, "
             f"--patience {result['patience']}:", "",
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     best_step = load_checkpoint(Path(common.ROOT, run["out_dir"]) / "best.pt")["step"]
     print(f"val loss was lowest at step {point['best_step']} ({point['best_val_loss']:.4f}); by step "
           f"{point['last_step']} it rose to {point['last_val_loss']:.4f} while the train loss fell from "
-          f"{point['train_loss_at_best']} to {point['last_train_loss']:.4f}. best.pt holds step {best_step}.")
+          f"{loss_text(point['train_loss_at_best'])} to {point['last_train_loss']:.4f}. best.pt holds step {best_step}.")
     result = {"name": "lesson_overfitting", "kind": "lesson", "title": "a model too large for its data",
               "chars": args.chars, "train_chars": len(data.split_text(data.read_text(corpus))[0]),
               "params": run["params"], "patience": args.patience, "command": run["command"],
