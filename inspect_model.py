@@ -113,7 +113,10 @@ def trace(model: GPT, ids: list[int]) -> Trace:
         for block, was_fused in zip(blocks, fused, strict=True):
             block.attn.fused = was_fused
         model.train(was_training)
-    return Trace(logits[0].float().cpu(), torch.stack(attention), torch.stack(residual))
+    T, config = len(ids), model.config
+    # A model with no blocks (n_layer 0, the ladder's bigram network) has no attention to show.
+    weights = torch.stack(attention) if attention else torch.zeros(0, config.n_head, T, T)
+    return Trace(logits[0].float().cpu(), weights, torch.stack(residual))
 
 
 @torch.no_grad()

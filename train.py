@@ -197,14 +197,14 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes, given: se
         device = torch.device("cuda", processes.local_rank)
     dtype = pick_dtype(device, args.dtype)
     settings.apply_recipe(args, device.type)
-    if processes.is_main:
-        checkpoint.prepare_out_dir(out_dir)
     if saved:
         config = GPTConfig(**saved["config"])
     else:
         asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if getattr(args, name) is not None}
         config = GPTConfig.from_preset(args.preset, **asked)  # checks every value before the data is read
     check_fits_in_memory(config, args.batch_size, device, dtype)
+    if processes.is_main:  # only once the settings are known to work, so a refused run leaves no folder
+        checkpoint.prepare_out_dir(out_dir)
     corpus = data.load_corpus(str(corpus_path), saved and saved["tokenizer"], args.tokenizer, args.vocab_size,
                               config.block_size, args.eval_windows)
     config = replace(config, vocab_size=corpus.tokenizer.vocab_size)

@@ -174,6 +174,14 @@ function renderPosition() {
 async function loadAttention() {
   const request = state.request;
   const text = $("prompt").value;
+  if (state.models[state.model].n_layer === 0) { // the bigram network: no blocks, so nothing attends
+    state.attention = null;
+    $("attention-text").replaceChildren(element("p", {class: "note"},
+      "This model has no blocks (n_layer 0): each token's prediction reads only that token, so there is no attention to show."));
+    $("heatmap").width = $("heatmap").height = 1;
+    $("heatmap-caption").textContent = "";
+    return;
+  }
   try {
     const attention = await postJSON("/api/attention", {model: state.model, text, layer: state.layer});
     if (request !== state.request) return;
@@ -509,7 +517,7 @@ function chooseModel(index) {
   $("generate-limit").textContent = `At most ${state.limits.max_new_tokens} new tokens. Past ` +
     `${model.block_size} tokens the model reads only the newest ones (generate.py slides its context window).`;
   $("max-new-tokens").max = state.limits.max_new_tokens;
-  state.layer = Math.min(state.layer, model.n_layer - 1);
+  state.layer = Math.max(0, Math.min(state.layer, model.n_layer - 1)); // 0 also for a model with no blocks
   state.head = Math.min(state.head, model.n_head - 1);
   fillSelect($("layer"), model.n_layer, (i) => `block ${i + 1}`); // counted from 1, as in the logit lens
   fillSelect($("head"), model.n_head, (i) => `head ${i + 1}`);

@@ -93,6 +93,16 @@ def test_logit_lens_of_the_last_layer_is_the_models_output(preset):
     assert logit_lens(model, result.residual).shape == (3, 12, 65)  # every layer at once, too
 
 
+def test_a_model_with_no_blocks_traces_to_its_logits_and_no_attention():
+    """The ladder's bigram network (n_layer 0): no attention to show, one residual stream, its logits."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=0, n_head=3, n_embd=24))
+    ids = list(range(10))
+    result = trace(model, ids)
+    assert result.attention.shape == (0, 3, 10, 10) and result.residual.shape == (1, 10, 24)
+    torch.testing.assert_close(result.logits, model.eval()(torch.tensor([ids]))[0][0])
+
+
 def test_trace_leaves_the_model_as_it_was():
     model = tiny_model("modern").train()
     trace(model, [1, 2, 3])

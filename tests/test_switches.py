@@ -7,6 +7,7 @@ The model is tiny (vocabulary 23, context 16, width 32) so every check is exact 
 import pytest
 import torch
 
+import settings
 import train
 from model import GPT, GPTConfig
 
@@ -130,14 +131,18 @@ def test_residual_stream_carries_the_input_past_silent_sublayers():
             torch.testing.assert_close(logits, logits[0, 0].expand_as(logits))
 
 
-def test_the_switches_reach_train_py_and_bad_values_are_refused(capsys):
-    args = train.parse_args(["--preset", "vanilla", "--n-layer", "0", "--norm", "none", "--mlp", "none",
-                             "--pos", "none", "--no-residual", "--no-tie-embeddings"])
-    config = train.model_config(args, vocab_size=V)
+def test_the_switches_reach_train_py_and_bad_values_are_refused(tmp_path):
+    argv = ["--preset", "vanilla", "--n-layer", "0", "--norm", "none", "--mlp", "none", "--pos", "none",
+            "--no-residual", "--no-tie-embeddings"]
+    args = settings.parse_args(argv)
+    asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if getattr(args, name) is not None}
+    config = GPTConfig.from_preset(args.preset, **asked)
     assert (config.n_layer, config.norm, config.mlp, config.pos, config.residual, config.tie_embeddings) == \
         (0, "none", "none", "none", False, False)
+    out_dir = tmp_path / "out"
     with pytest.raises(SystemExit) as stopped:
-        train.parse_args(["--n-layer", "-1"])
-    assert stopped.value.code == 2 and "--n-layer must not be negative" in capsys.readouterr().err
+        train.main(["--n-layer", "-1", "--out-dir", str(out_dir)])
+    assert "n_layer must be 0 (no blocks) or more, not -1" in str(stopped.value.code)  # the one-line error
+    assert not out_dir.exists(), "a refused setting must not leave an out dir behind"
     with pytest.raises(ValueError, match="n_layer must be 0"):
         GPTConfig(n_layer=-1)
