@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     best_step = load_checkpoint(Path(common.ROOT, run["out_dir"]) / "best.pt")["step"]
     print(f"val loss was lowest at step {point['best_step']} ({point['best_val_loss']:.4f}); by step "
           f"{point['last_step']} it rose to {point['last_val_loss']:.4f} while the train loss fell from "
-          f"{loss_text(point['train_loss_at_best'])} to {point['last_train_loss']:.4f}. best.pt holds step {best_step}.")
+          f"{loss_text(point['train_loss_at_best'])} to {point['last_train_loss']:.4f}. "
+          f"best.pt holds step {best_step}.")
     result = {"name": "lesson_overfitting", "kind": "lesson", "title": "a model too large for its data",
               "chars": args.chars, "train_chars": len(data.split_text(data.read_text(corpus))[0]),
               "params": run["params"], "patience": args.patience, "command": run["command"],
