@@ -35,12 +35,21 @@ RECIPES: dict[str, dict] = {
     # A laptop CPU: the small model, a few minutes, still recognisable Shakespeare.
     "cpu": dict(preset="small", batch_size=16, lr=4e-3, min_lr=4e-4, warmup_iters=50, max_iters=600,
                 eval_interval=100, eval_windows=50, beta2=0.99),
-    # The swap and tokenizer experiments on a CPU: any preset at the small size with a 128-token context,
-    # about 1.5 minutes a run on two cores, so the 15 runs of the swaps suite fit in well under an hour, yet
-    # long enough for the variants to separate. No dropout: 300 steps of 2,048 tokens (about 0.6 epochs)
-    # cannot overfit. 64 fixed val windows (8,192 tokens) keep each evaluation cheap.
+    # The tokenizer experiment on a CPU: any preset at the small size with a 128-token context, about 1.5
+    # minutes a run on two cores. 300 steps of 2,048 tokens (about 0.6 epochs) are far from converged: it
+    # compares early learning, not what a model can reach. No dropout: so short a run cannot overfit. 64
+    # fixed val windows (8,192 tokens) keep each evaluation cheap.
     "swaps-cpu": dict(preset="small", **SMALL_SIZE, block_size=128, batch_size=16, lr=3e-3, min_lr=3e-4,
                       warmup_iters=30, max_iters=300, eval_interval=25, eval_windows=64, beta2=0.99),
+    # The swap experiments on a CPU (experiments.swaps), where each run trains until its val loss stops
+    # improving (the suite adds --patience). 4 blocks, 64 wide, a 128-token context: about 0.2M parameters,
+    # the size at which all 15 runs of the suite (5 variants, 3 seeds) and the RoPE-vs-learned runs at two
+    # more sizes fit in about an hour on a 2-core CPU, two runs at a time. 2,000 steps of 32 × 128 tokens
+    # (8M tokens, about 8 passes over the training text) with no dropout; 128 fixed val windows (16,384
+    # tokens) make each evaluation cheap and the same for every run.
+    "converge-cpu": dict(preset="vanilla", n_layer=4, n_head=4, n_embd=64, block_size=128, dropout=0.0,
+                         batch_size=32, lr=3e-3, min_lr=3e-4, warmup_iters=50, max_iters=2000, eval_interval=100,
+                         eval_windows=128, beta2=0.99),
     # The 10M presets on a CPU (experiments.final): at about 1,400 tokens/s on two cores the gpu recipe's 20M
     # tokens would take days. 800 steps of 16 × 256 tokens are 3.3M tokens, about 3 epochs of the train
     # split: too few to overfit 10M parameters, so dropout is off, and a higher peak lr than the gpu

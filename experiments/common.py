@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import data
@@ -35,11 +36,11 @@ SCHEDULE_FIELDS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "war
                    "beta2", "grad_clip", "eval_interval", "eval_windows", "dtype", "compile")
 
 
-def add_suite_args(parser: argparse.ArgumentParser, default_seeds: int) -> None:
+def add_suite_args(parser: argparse.ArgumentParser, default_seeds: int, cpu_recipe: str = "swaps-cpu") -> None:
     """The flags of an experiment that compares variants: the model size and how many seeds."""
     parser.add_argument("--full", action="store_true",
                         help="the 10M presets as they are, with the gpu recipe (default: the CPU-sized\n"
-                             "swaps-cpu recipe; both in settings.py)")
+                             f"{cpu_recipe} recipe; both in settings.py)")
     parser.add_argument("--seeds", type=int, default=default_seeds,
                         help=f"seeds per variant, {FIRST_SEED} upwards (default: {default_seeds})")
 
@@ -70,9 +71,9 @@ def setting_name(args: argparse.Namespace) -> str:
     return "full" if args.full else "cpu"
 
 
-def recipe_name(args: argparse.Namespace) -> str:
-    """The recipe a suite trains with (settings.py): the gpu recipe with --full, else swaps-cpu."""
-    return "gpu" if args.full else "swaps-cpu"
+def recipe_name(args: argparse.Namespace, cpu_recipe: str = "swaps-cpu") -> str:
+    """The recipe a suite trains with (settings.py): the gpu recipe with --full, else cpu_recipe."""
+    return "gpu" if args.full else cpu_recipe
 
 
 def base_flags(args: argparse.Namespace) -> list[str]:
@@ -132,6 +133,31 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
     return record
 
 
+def train_runs(jobs: list[tuple[list[str], Path]], device: str, rerun: bool = False,
+               workers: int | None = None) -> list[dict]:
+    """Train (or reuse) every (flags, out_dir) job with train_run and return the records in the jobs' order.
+    On a CPU two at a time with one thread each (at the experiments' CPU sizes a run uses one core better
+    than two), on a GPU one at a time; workers overrides how many at once."""
+    on_cpu = pick_device(device).type == "cpu"
+    workers = workers or (2 if on_cpu else 1)
+    threads = 1 if on_cpu else None
+    print(f"{len(jobs)} runs, {workers} at a time{', one thread each' if threads else ''}", flush=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda job: train_run(job[0], job[1], rerun, threads), jobs))
+
+
+def children_cpu_seconds() -> float | None:
+    """CPU time (user + system) used so far by finished child processes: the train.py runs. On a shared
+    machine their wall time grows with the load; the CPU time they needed does not (much). None where the
+    operating system does not say (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def read_metrics(path: Path) -> list[dict]:
     """The records of a metrics.jsonl file, one per evaluation."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -159,8 +185,9 @@ def run_numbers(records: list[dict]) -> dict:
     throughput is the median over eval intervals (the step-0 record trained nothing), so one slow
     interval (compilation, a busy machine) does not set it."""
     trained = [r["tokens_per_sec"] for r in records if r["train_loss"] is not None]
-    return {"final_step": records[-1]["step"],
-            "final_val_loss": records[-1]["val_loss"], "best_val_loss": min(r["val_loss"] for r in records),
+    best = min(records, key=lambda r: r["val_loss"])
+    return {"final_step": records[-1]["step"], "best_step": best["step"],
+            "final_val_loss": records[-1]["val_loss"], "best_val_loss": best["val_loss"],
             "final_val_bpc": records[-1]["val_bpc"], "best_val_bpc": min(r["val_bpc"] for r in records),
             "elapsed_s": records[-1]["elapsed_s"],
             "tokens_per_sec": statistics.median(trained) if trained else None}
@@ -181,9 +208,11 @@ def report_steps(steps: list[int]) -> list[int]:
 
 def summarise(runs: list[dict]) -> dict:
     """Statistics over the seeds of one variant: the mean curves (with their std) for plots, the val
-    loss at the report steps, and the per-run numbers."""
-    steps = [r["step"] for r in runs[0]["metrics"]]
-    if any([r["step"] for r in run["metrics"]] != steps for run in runs):
+    loss at the report steps, and the per-run numbers. Runs stopped early (--patience) end at different
+    steps: the curves and report steps cover the steps that every seed reached."""
+    shortest = min(len(run["metrics"]) for run in runs)
+    steps = [r["step"] for r in runs[0]["metrics"][:shortest]]
+    if any([r["step"] for r in run["metrics"][:shortest]] != steps for run in runs):
         raise ValueError("the seeds of one variant evaluated at different steps; they cannot be averaged")
     curves = {}
     for metric in ("val_loss", "val_bpc"):
@@ -192,7 +221,8 @@ def summarise(runs: list[dict]) -> dict:
     summary = {"steps": steps, "curves": curves,
                "val_loss_at": {str(step): spread([run["metrics"][steps.index(step)]["val_loss"] for run in runs])
                                for step in report_steps(steps)}}
-    for name in ("final_val_loss", "best_val_loss", "final_val_bpc", "best_val_bpc", "elapsed_s", "process_seconds"):
+    for name in ("final_val_loss", "best_val_loss", "final_val_bpc", "best_val_bpc", "best_step", "final_step",
+                 "elapsed_s", "process_seconds"):
         summary[name] = spread([run[name] for run in runs])
     throughputs = [run["tokens_per_sec"] for run in runs if run["tokens_per_sec"] is not None]
     summary["tokens_per_sec"] = spread(throughputs) if throughputs else None

@@ -27,7 +27,6 @@ import re
 import shlex
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,23 +212,14 @@ def counted_results(data_path: str | None) -> list[dict]:
 
 def train_rungs(rungs: list[Rung], args: argparse.Namespace) -> dict[str, list[dict]]:
     """Train (or reuse) every seed of every rung, args.workers at a time; rung name -> run records by seed."""
-    on_cpu = pick_device(args.device).type == "cpu"
-    workers = args.workers or (2 if on_cpu else 1)
-    threads = 1 if on_cpu else None
     shared = schedule_flags(args)
     jobs = [(rung, seed) for rung in rungs for seed in common.seeds(args)]
     # The deepest first (no n_layer: the size's full depth), so that the workers run out of work together.
     jobs.sort(key=lambda job: job[0].config.get("n_layer", math.inf), reverse=True)
-
-    def run(job: tuple[Rung, int]) -> dict:
-        rung, seed = job
-        out_dir = args.runs_dir / "ladder" / setting_name(args) / rung.name / f"seed{seed}"
-        return common.train_run([*rung_flags(rung, setting_name(args)), *shared, "--seed", str(seed)], out_dir,
-                                args.rerun, threads)
-
-    print(f"{len(jobs)} runs, {workers} at a time{', one thread each' if threads else ''}", flush=True)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        records = list(pool.map(run, jobs))
+    records = common.train_runs(
+        [([*rung_flags(rung, setting_name(args)), *shared, "--seed", str(seed)],
+          args.runs_dir / "ladder" / setting_name(args) / rung.name / f"seed{seed}") for rung, seed in jobs],
+        args.device, args.rerun, args.workers)
     runs: dict[str, list[dict]] = {rung.name: [] for rung in rungs}
     for (rung, _), record in sorted(zip(jobs, records, strict=True), key=lambda pair: pair[0][1]):
         runs[rung.name].append(record)
@@ -307,29 +297,17 @@ def kvcache_result(run: dict, repeats: int = 5) -> dict:
 # ----------------------------------------------------------------------------------------------------
 
 
-def children_cpu_seconds() -> float | None:
-    """CPU time (user + system) used so far by finished child processes: the train.py runs. On a shared
-    machine their wall time grows with the load; the CPU time they needed does not (much). None where the
-    operating system does not say (Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    start, children_before = time.time(), children_cpu_seconds()
+    start, children_before = time.time(), common.children_cpu_seconds()
     rungs = chosen_rungs(args.rungs)
     print("counting the baselines from the training text", flush=True)
     counted = counted_results(args.data)
     for entry in counted:
         print(f"  {entry['name']:8s} val loss {entry['val_loss']:.4f} ({entry['val_bpc']:.3f} bpc)", flush=True)
     runs = train_rungs(rungs, args)
-    train_cpu_seconds = None if children_before is None else children_cpu_seconds() - children_before
+    train_cpu_seconds = None if children_before is None else common.children_cpu_seconds() - children_before
     results = [rung_result(rung, runs) for rung in rungs]
     last = runs[rungs[-1].name][0]
     if pick_device(args.device).type == "cpu":
