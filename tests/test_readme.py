@@ -3,8 +3,8 @@
 How the test runs them (so that it finishes in minutes on two CPU cores, with no GPU and no download):
 
 - The copy: the tracked files, as they are in this working tree, are copied to a temporary folder, which
-  is made a git repository with one commit. Tiny Shakespeare is copied to data/ there, as the README's
-  offline note says.
+  is made a git repository with one commit. Tiny Shakespeare is copied to data/ there, as the offline
+  note in docs/setup.md says.
 - The commands: every line of every ```sh block and every ```python block, in the README's order, run in
   the copy. `uv run X.py ARGS` runs as `python X.py ARGS` with this test's interpreter and `uv run NAME ARGS`
   as the NAME script beside it: `uv run` only syncs .venv before running, and the environment running
