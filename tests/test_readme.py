@@ -47,7 +47,7 @@ TOY_FLAGS = {
 }
 NEEDS_A_GPU = ("torchrun",)
 # Sections of the docs that the README links to for the rest of its walk-through: (page, heading).
-CONTINUED_IN = [("docs/export.md", "Use it in transformers")]
+CONTINUED_IN = [("docs/export.md", "Use it in transformers"), ("docs/training.md", "Several GPUs")]
 
 
 def readme_blocks(text: str) -> list[tuple[str, str]]:
