@@ -3,10 +3,11 @@
 How the test runs them (so that it finishes in minutes on two CPU cores, with no GPU and no download):
 
 - The copy: the tracked files, as they are in this working tree, are copied to a temporary folder, which
-  is made a git repository with one commit. Tiny Shakespeare is copied to data/ there, as the README's
-  offline note says.
+  is made a git repository with one commit. Tiny Shakespeare is copied to data/ there, as the offline
+  note in docs/setup.md says.
 - The commands: every line of every ```sh block and every ```python block, in the README's order, run in
-  the copy. `uv run X.py ARGS` runs as `python X.py ARGS` with this test's interpreter and `uv run NAME ARGS`
+  the copy; then those of the doc sections the README sends its reader on to (CONTINUED_IN), in that
+  order. `uv run X.py ARGS` runs as `python X.py ARGS` with this test's interpreter and `uv run NAME ARGS`
   as the NAME script beside it: `uv run` only syncs .venv before running, and the environment running
   this test is synced already. Other shell lines (`cat ... > ...`) run in bash as written. A ```python
   block runs as `python -c BLOCK` in the copy.
@@ -45,6 +46,8 @@ TOY_FLAGS = {
     "pytest": ["--collect-only", "-q"],
 }
 NEEDS_A_GPU = ("torchrun",)
+# Sections of the docs that the README links to for the rest of its walk-through: (page, heading).
+CONTINUED_IN = [("docs/export.md", "Use it in transformers"), ("docs/training.md", "Several GPUs")]
 
 
 def readme_blocks(text: str) -> list[tuple[str, str]]:
@@ -58,10 +61,34 @@ def shell_commands(body: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
+def section(text: str, heading: str) -> str:
+    """The text under a markdown heading (any level), up to the next heading; fenced blocks stay whole,
+    so a `# comment` line in one does not end the section."""
+    lines, inside, in_fence = [], False, False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            in_fence = not in_fence
+        is_heading = not in_fence and re.match(r"#+ ", line)
+        if is_heading and inside:
+            break
+        if inside:
+            lines.append(line)
+        inside = inside or bool(is_heading and line.strip().lstrip("#").strip() == heading)
+    assert inside, f"no heading {heading!r}"
+    return "".join(lines)
+
+
+def guide_texts() -> list[str]:
+    """The README, then each section it continues in, in order."""
+    continued = [section((REPO / page).read_text(), heading) for page, heading in CONTINUED_IN]
+    return [README.read_text(), *continued]
+
+
 def readme_commands() -> list[tuple[str, str]]:
-    """("sh", command) or ("python", code) for everything the README asks a reader to run, in order."""
+    """("sh", command) or ("python", code) for everything the README, and the doc sections it continues
+    in, ask a reader to run, in order."""
     commands = []
-    for language, body in readme_blocks(README.read_text()):
+    for language, body in (block for text in guide_texts() for block in readme_blocks(text)):
         if language == "sh":
             commands += [("sh", command) for command in shell_commands(body)]
         elif language == "python":
@@ -125,6 +152,18 @@ def test_readme_commands_work_in_order_on_a_fresh_copy(tmp_path, corpus_path):
     assert len(ran) >= 10, ran  # the Quick start, the Using it list, the transformers example
     status = subprocess.run(["git", "status", "--porcelain"], cwd=copy, capture_output=True, text=True, check=True)
     assert status.stdout == "", f"the README's commands left files git would commit:\n{status.stdout}"
+
+
+@pytest.mark.parametrize("page, heading", CONTINUED_IN)
+def test_the_readme_links_to_each_section_it_continues_in(page, heading):
+    anchor = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")  # GitHub's anchor for a heading
+    assert f"]({page}#{anchor})" in README.read_text(), f"the README does not link to {page}#{anchor}"
+    assert readme_blocks(section((REPO / page).read_text(), heading)), f"{page}: {heading!r} has no commands"
+
+
+def test_a_section_ends_at_the_next_heading_but_not_at_a_comment_in_a_block():
+    text = "# Page\n## Wanted\ntext\n```sh\n# a comment\nuv run x.py\n```\n### Next\nmore\n"
+    assert section(text, "Wanted") == "text\n```sh\n# a comment\nuv run x.py\n```\n"
 
 
 @pytest.mark.parametrize("command, expected", [
