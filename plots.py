@@ -55,3 +55,21 @@ def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_effects(effects: list[tuple[str, float, float, float]], path: Path, title: str,
+                 xlabel: str = "change in best val loss (nats per token)") -> None:
+    """Paired effects with their confidence intervals, one row each: (label, mean, low, high). A vertical
+    line at 0: an interval that crosses it shows no measurable difference."""
+    figure, axes = plt.subplots(figsize=(7, 0.6 * len(effects) + 1.4))
+    rows = list(range(len(effects)))[::-1]  # the first effect on top
+    for row, (_, mean, low, high) in zip(rows, effects, strict=True):
+        axes.errorbar(mean, row, xerr=[[mean - low], [high - mean]], fmt="o", capsize=4, color="tab:blue")
+    axes.axvline(0, color="grey", linewidth=1)
+    axes.set_yticks(rows, [label for label, *_ in effects])
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -27,7 +27,7 @@ from experiments import common  # noqa: E402
 from results import markdown_table  # noqa: E402
 
 ORDER = ("ladder", "ladder_full", "default_cpu", "default_cuda", "default_mps", "final_cuda", "final_mps", "final_cpu",
-         "norm", "mlp", "pos", "modern", "kvcache", "tokenizers", "speed")  # others follow, by name
+         "norm", "mlp", "pos", "modern", "pos_scale", "kvcache", "tokenizers", "speed")  # others follow, by name
 
 
 def spread_text(stat: dict | None, spec: str = ".4f") -> str:
@@ -95,22 +95,131 @@ def curves_of(variants: list[dict], metric: str) -> dict:
                               variant["summary"]["curves"][metric]["std"]) for variant in variants}
 
 
+def effect_text(effect: dict) -> str:
+    """A paired effect: the mean difference over seeds and its 95% interval, in nats."""
+    if effect["low"] is None:
+        return f"{effect['mean']:+.4f} (one seed: no interval)"
+    return f"{effect['mean']:+.4f} [{effect['low']:+.4f}, {effect['high']:+.4f}]"
+
+
+def converged_text(variant: dict) -> str:
+    checks = variant.get("convergence", [])
+    return f"{sum(check['converged'] for check in checks)} of {len(checks)}"
+
+
 def swap_section(result: dict, docs_dir: Path) -> list[str]:
     steps = list(result["variants"][0]["summary"]["val_loss_at"])
-    header = ["variant", "config change", "params", "FFN hidden", *[f"val loss @ {step}" for step in steps],
-              "best val loss", "train time (s)", "tokens/s"]
+    converging = "effect" in result  # made by the converging suite (older files compared fixed schedules)
+    speed = " (learning speed)" if converging else ""
+    header = ["variant", "config change", "params", "FFN hidden", *[f"val loss @ {step}{speed}" for step in steps],
+              "best val loss", *(["best at step", "converged"] if converging else []), "train time (s)", "tokens/s"]
     rows = []
     for variant in result["variants"]:
         summary = variant["summary"]
         change = ", ".join(f"{field}: {old} → {new}" for field, (old, new) in variant["config_diff"].items())
         rows.append([variant["name"], change or "baseline", f"{variant['params']:,}", str(variant["ffn_hidden"]),
                      *[spread_text(summary["val_loss_at"][step]) for step in steps],
-                     spread_text(summary["best_val_loss"]), spread_text(summary["elapsed_s"], ".0f"),
-                     spread_text(summary["tokens_per_sec"], ",.0f")])
+                     spread_text(summary["best_val_loss"]),
+                     *([spread_text(summary["best_step"], ".0f"), converged_text(variant)] if converging else []),
+                     spread_text(summary["elapsed_s"], ".0f"), spread_text(summary["tokens_per_sec"], ",.0f")])
     title = f"{result['name']}: {result['title']}"
     return [f"## {title}", "", setting_text(result, result["seeds"]), "", *markdown_table(header, rows),
+            *(["", *effect_paragraph(result)] if converging else []),
             *plot(result["name"], curves_of(result["variants"], "val_loss"), docs_dir, title,
                   "val loss (nats per token)"),
+            "", provenance_text(result)]
+
+
+def effect_paragraph(result: dict) -> list[str]:
+    """What the swap is worth, paired by seed, and how convergence was judged."""
+    effect, (baseline, swapped) = result["effect"], (variant["name"] for variant in result["variants"])
+    seed_project = result.get("seed_project_effect")
+    reported = (f" The seed project reported {seed_project:+.3f} at its 10M size." if seed_project is not None
+                else "")
+    return [f"**Effect** on the best val loss ({swapped} − {baseline}, seed by seed, mean and 95% interval): "
+            f"{effect_text(effect)}; {effect['converged']} runs converged. **Verdict: {effect['verdict']}.**"
+            f"{reported}", "",
+            f"Each run trained until its val loss had not improved for {result['patience']} evaluations (or to "
+            f"the end of its schedule); it counts as converged when the last quarter of its steps improved its "
+            f"best val loss by less than {result['converged_gain']} nats (experiments/stats.py). The val loss "
+            "@ step columns show how fast each variant learns, not what it is worth."]
+
+
+def effect_rows(results: list[dict]) -> list[dict]:
+    """Every converged-suite swap result, vanilla → modern last."""
+    swaps = [result for result in results if result["kind"] == "swap" and "effect" in result]
+    return sorted(swaps, key=lambda result: result["name"] == "modern")
+
+
+def effects_lines(results: list[dict], docs_dir: Path) -> list[str]:
+    """The key table: each swap's effect on the best val loss with its interval and verdict, beside the seed
+    project's, and the plot of the intervals."""
+    swaps = effect_rows(results)
+    if not swaps:
+        return []
+    header = ["swap", "best val loss, baseline → swapped", "effect [95% interval]", "runs converged", "verdict",
+              "seed project (10M)"]
+    rows = []
+    for result in swaps:
+        baseline, swapped = (variant["summary"]["best_val_loss"] for variant in result["variants"])
+        seed_project = result.get("seed_project_effect")
+        rows.append([result["title"], f"{spread_text(baseline)} → {spread_text(swapped)}",
+                     effect_text(result["effect"]), result["effect"]["converged"], result["effect"]["verdict"],
+                     "—" if seed_project is None else f"{seed_project:+.3f}"])
+    first = swaps[0]
+    config = first["variants"][0]["config"]
+    params = first["variants"][0]["params"]
+    where = ("the 10M presets, gpu recipe" if first["setting"] == "full" else
+             f"the converge-cpu size: {params:,} parameters, {config['n_layer']} blocks × {config['n_embd']} wide, "
+             f"context {config['block_size']}")
+    lines = ["## What each swap is worth", "",
+             f"Each swap's effect on the best val loss, swapped minus baseline, paired by seed ({len(first['seeds'])} "
+             f"seeds; negative is better), every run trained until it stopped improving. Measured at {where}, on "
+             f"{first['provenance']['device']}.", "", *markdown_table(header, rows)]
+    plotted = [(result["name"], result["effect"]["mean"], result["effect"]["low"], result["effect"]["high"])
+               for result in swaps if result["effect"]["low"] is not None]
+    return lines + effects_plot("effects", plotted, docs_dir, "each swap's effect (95% interval)")
+
+
+def effects_plot(name: str, effects: list[tuple], docs_dir: Path, title: str) -> list[str]:
+    """Write docs/plots/<name>.png with the intervals; the markdown that shows it, or []."""
+    if not effects:
+        return []
+    try:
+        from plots import plot_effects
+    except ImportError:
+        print(f"({name}.png skipped: pip install matplotlib to get it)")
+        return []
+    path = docs_dir / "plots" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_effects(effects, path, title)
+    return ["", f"![{title}](plots/{name}.png)"]
+
+
+def readme_results(summary: list[str]) -> list[str]:
+    """The README's results: the key table and its plot, and where everything else is."""
+    return [*summary, "", "Every result, each with its device, commands and plots (the learning ladder, the default "
+            "run, vanilla against modern at full size, each swap's curves, swap effects by model size, the KV "
+            "cache, tokenizers, benchmarks): [docs/results.md](docs/results.md)."]
+
+
+def scale_section(result: dict, docs_dir: Path) -> list[str]:
+    """One swap at several model sizes: does its effect grow or shrink with size?"""
+    header = ["size (blocks × width)", "params, learned / RoPE", "best val loss, learned", "best val loss, RoPE",
+              "effect [95% interval]", "runs converged", "verdict"]
+    rows = [[size["size"].replace("x", " × "), f"{size['params']['vanilla']:,} / {size['params']['rope']:,}",
+             spread_text(size["best_val_loss"]["vanilla"]), spread_text(size["best_val_loss"]["rope"]),
+             effect_text(size["effect"]), size["effect"]["converged"], size["effect"]["verdict"]]
+            for size in result["sizes"]]
+    title = f"{result['name']}: {result['title']}"
+    plotted = [(size["size"], size["effect"]["mean"], size["effect"]["low"], size["effect"]["high"])
+               for size in result["sizes"] if size["effect"]["low"] is not None]
+    return [f"## {title}", "",
+            f"Learned absolute positions against RoPE on the converge-cpu recipe at three sizes (the middle one is "
+            f"the recipe's own), {len(result['seeds'])} seeds each, every run trained until its val loss had not "
+            f"improved for {result['patience']} evaluations. Effect: RoPE − learned best val loss, seed by seed.",
+            "", *markdown_table(header, rows),
+            *effects_plot(result["name"], plotted, docs_dir, "RoPE − learned positions, by model size"),
             "", provenance_text(result)]
 
 
@@ -451,7 +560,7 @@ def lesson_lines(result: dict) -> list[str]:
 
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
-            "download_size": download_size_section, "ladder": ladder_section}
+            "download_size": download_size_section, "ladder": ladder_section, "scale": scale_section}
 
 
 def load_results(results_dir: Path) -> list[dict]:
@@ -477,6 +586,9 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
              "files also hold every run's train.py command and metrics."]
     if not results:
         lines += ["", "No results yet: run an experiment."]
+    summary = effects_lines(results, docs_dir)
+    if summary:
+        lines += ["", *summary]
     sections = {result["name"]: SECTIONS[result["kind"]](result, docs_dir) for result in results
                 if result["kind"] != "lesson"}
     for section in sections.values():
@@ -486,7 +598,7 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {common.display_path(path)}", flush=True)
     if docs_dir.resolve() == (common.ROOT / "docs").resolve():  # the real docs, not a test's copy
-        fill_marked_block(common.ROOT / "README.md", "results", lines[1:], "docs/")
+        fill_marked_block(common.ROOT / "README.md", "results", readme_results(summary), "docs/")
         fill_marked_block(common.ROOT / "README.md", "quickstart", quickstart_lines(results), "docs/")
         for doc, names in MARKED_DOCS.items():
             chosen = [line for name in names if name in sections for line in ["", *sections[name]]]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from device import cpu_has_fast_bf16
 from experiments import common, default_run, final, speed, swaps, tokenizers
 from settings import RECIPES
 
@@ -203,3 +204,27 @@ def test_plots_are_skipped_without_matplotlib(suite, tmp_path, monkeypatch):
     report.build_report(tmp_path / "results", tmp_path / "docs")
     assert not (tmp_path / "docs" / "plots").exists()
     assert "## norm:" in (tmp_path / "docs" / "results.md").read_text()
+
+
+def test_the_full_suite_runs_the_gpu_recipes_code_paths_at_toy_size(tmp_path, corpus_path):
+    """`swaps --full` trains with the gpu recipe and --patience; here at toy size on the CPU, with what a GPU
+    turns on: torch.compile, bf16 autocast (where this CPU has native bf16) and gradient accumulation. The
+    compile-off path is the one every other test in this file trains with."""
+    dtype = "bfloat16" if cpu_has_fast_bf16() else "float32"
+    toy = f"{TOY} --grad-accum 2 --compile --dtype {dtype}"
+    swaps.main(["pos", "--full", "--seeds", "2", f"--train-args={toy}", "--data", str(corpus_path), "--device",
+                "cpu", "--results-dir", str(tmp_path / "results"), "--docs-dir", str(tmp_path / "docs"),
+                "--runs-dir", str(tmp_path / "runs")])
+    result = json.loads((tmp_path / "results" / "pos.json").read_text())
+    assert result["setting"] == "full" and result["schedule"]["compile"] and result["schedule"]["grad_accum"] == 2
+    assert result["schedule"]["lr"] == RECIPES["gpu"]["lr"] and result["schedule"]["dtype"] == dtype
+    for variant in result["variants"]:
+        for run in variant["runs"]:
+            assert "--recipe gpu --patience 5" in run["command"] and "--compile" in run["command"]
+    effect = result["effect"]
+    baseline, rope = ([run["best_val_loss"] for run in variant["runs"]] for variant in result["variants"])
+    assert effect["differences"] == pytest.approx([b - a for a, b in zip(baseline, rope, strict=True)])
+    # 10 steps are far from converged: the page says so instead of a verdict.
+    assert effect["verdict"].startswith("no verdict")
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert effect["verdict"] in page and "What each swap is worth" in page
