@@ -218,19 +218,32 @@ CHANGEABLE_ON_RESUME = ("max_iters", "patience", "eval_interval", "sample_tokens
 NOT_SAVED_WITH_THE_RUN = ("resume", "overwrite", "out_dir", "stop_after_iters")
 
 
-def resume_settings(settings: argparse.Namespace, saved: dict, given: set[str]) -> list[str]:
+def resume_settings(settings: argparse.Namespace, saved: dict, given: set[str], world: int = 1,
+                    saved_world: int = 1) -> list[str]:
     """Continue the saved run's settings (saved: the checkpoint's "args"): every flag not given takes the
     saved value; a given one that differs is applied if CHANGEABLE_ON_RESUME (a line saying so is returned)
-    or refused with ValueError. Model fields are checked against the saved model by checkpoint.check_resumable."""
+    or refused with ValueError. --batch-size may change with the number of processes (world; saved_world
+    when the run was saved) as long as the global batch stays the same: the run moves between one process
+    and several. Model fields are checked against the saved model by checkpoint.check_resumable."""
     changes = []
     for name, saved_value in saved.items():
         if name in NOT_SAVED_WITH_THE_RUN or name in ARCHITECTURE_FLAGS or not hasattr(settings, name):
             continue
         value = getattr(settings, name)
         if name not in given:
+            if name == "batch_size" and world != saved_world:  # the same global batch over this many processes
+                if saved_value * saved_world % world:
+                    raise ValueError(f"the saved run's global batch of {saved_value * saved_world} sequences cannot "
+                                     f"be split over {world} processes; resume with a number of processes that "
+                                     "divides it")
+                saved_value = saved_value * saved_world // world
             setattr(settings, name, saved_value)
         elif value != saved_value:
             flag = "--" + name.replace("_", "-")
+            if name == "batch_size" and value * world == saved_value * saved_world:
+                changes.append(f"{flag} {value} per process × {world} (the saved run had {saved_value} × "
+                               f"{saved_world}: the same global batch)")
+                continue
             if name not in CHANGEABLE_ON_RESUME:
                 raise ValueError(f"{flag} {value} differs from the saved run's {saved_value}, and a resumed run keeps "
                                  f"it (otherwise it is another run); drop {flag} to continue the run, or use another "

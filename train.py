@@ -186,7 +186,7 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes, given: se
         # Only the model fields on the command line count: a recipe's differ if the run overrode them.
         asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if name in given}
         checkpoint.check_resumable(saved, asked, out_dir / "last.pt")
-        changes = settings.resume_settings(args, saved["args"], given)
+        changes = settings.resume_settings(args, saved["args"], given, processes.world, len(saved["rng"]["ranks"]))
         if processes.is_main and changes:
             print(f"resuming with {'; '.join(changes)}")
         if saved["step"] >= args.max_iters:

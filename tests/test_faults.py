@@ -23,6 +23,7 @@ from test_train import REPO, assert_same_losses, assert_same_weights, flags, one
 import checkpoint
 import export
 import generate
+import settings
 import train
 from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from model import GPT
@@ -152,6 +153,25 @@ def test_a_flag_that_would_make_another_run_is_refused_on_resume(flag, value, co
     assert exit_code == 1 and stderr.count("\n") == 1
     assert f"{flag} {value} differs from the saved run's" in stderr
     assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_a_resume_on_another_number_of_processes_keeps_the_global_batch():
+    """Batch size is per process: a run saved by 2 processes of 4 continues in 1 process of 8, and back."""
+    saved = {"batch_size": 4, "lr": 0.01}
+
+    def resumed(argv: list[str], world: int, saved_world: int) -> tuple[int, list[str]]:
+        args = settings.parse_args(argv)
+        changes = settings.resume_settings(args, saved, settings.given_flags(argv), world, saved_world)
+        return args.batch_size, changes
+
+    assert resumed([], world=1, saved_world=2) == (8, [])  # a bare --resume splits the same 8 sequences
+    assert resumed([], world=4, saved_world=1) == (1, [])
+    batch, changes = resumed(["--batch-size", "8"], world=1, saved_world=2)
+    assert batch == 8 and "the same global batch" in changes[0]
+    with pytest.raises(ValueError, match="--batch-size 6 differs"):
+        resumed(["--batch-size", "6"], world=1, saved_world=2)  # 6 sequences a step: another run
+    with pytest.raises(ValueError, match="cannot be split over 3 processes"):
+        resumed([], world=3, saved_world=2)
 
 
 def test_resume_of_a_checkpoint_without_optimizer_state_is_refused_clearly(corpus_path, tmp_path, capsys):
