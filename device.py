@@ -131,3 +131,28 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def training_memory_bytes(config, batch_size: int, dtype: torch.dtype, params: int) -> int:
+    """A rough lower estimate of the memory one training step of a model.GPTConfig with params parameters
+    needs: the weights with their gradients and AdamW's two moments (16 bytes a parameter), the activations
+    backward keeps (about 17 values per token and width in each layer, after Korthikanti et al. 2022, plus
+    the T x T attention weights when they are written out), and the float32 logits with their softmax and
+    gradient."""
+    value_bytes = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    tokens = batch_size * config.block_size
+    per_layer = tokens * config.n_embd * 17 * value_bytes
+    if config.attention == "manual":
+        per_layer += batch_size * config.n_head * config.block_size ** 2 * 3 * value_bytes
+    return 16 * params + config.n_layer * per_layer + tokens * config.vocab_size * 4 * 3
+
+
+def check_fits_in_memory(config, batch_size: int, device: torch.device, dtype: torch.dtype, params: int) -> None:
+    """Refuse, before any work, a --block-size and batch whose training step cannot fit in the device's memory
+    (config: a model.GPTConfig with params parameters), with ValueError."""
+    available = memory_bytes(device)
+    needed = training_memory_bytes(config, batch_size, dtype, params)
+    if available is not None and needed > available:
+        raise ValueError(f"--block-size {config.block_size} with --batch-size {batch_size} needs at least "
+                         f"{needed / 2**30:,.1f} GiB to train, more than the {available / 2**30:,.1f} GiB of this "
+                         f"{device.type}; lower --block-size or --batch-size (use --grad-accum for a larger batch)")

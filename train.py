@@ -40,7 +40,7 @@ import checkpoint
 import data
 import distributed
 import settings
-from device import autocast, describe_device, grad_scaler, memory_bytes, pick_device, pick_dtype, synchronize
+from device import autocast, check_fits_in_memory, describe_device, grad_scaler, pick_device, pick_dtype, synchronize
 from generate import print_sample, silence_closed_stdout
 from model import GPT, GPTConfig
 from progress import Clock, Progress, format_seconds
@@ -150,31 +150,6 @@ class Run:
                 self.output_closed = True
 
 
-def training_memory_bytes(config: GPTConfig, batch_size: int, dtype: torch.dtype, params: int) -> int:
-    """A rough lower estimate of the memory one training step needs: the weights with their gradients
-    and AdamW's two moments (16 bytes a parameter), the activations backward keeps (about 17 values per
-    token and width in each layer, after Korthikanti et al. 2022, plus the T x T attention weights when
-    they are written out), and the float32 logits with their softmax and gradient."""
-    value_bytes = 2 if dtype in (torch.bfloat16, torch.float16) else 4
-    tokens = batch_size * config.block_size
-    per_layer = tokens * config.n_embd * 17 * value_bytes
-    if config.attention == "manual":
-        per_layer += batch_size * config.n_head * config.block_size ** 2 * 3 * value_bytes
-    return 16 * params + config.n_layer * per_layer + tokens * config.vocab_size * 4 * 3
-
-
-def check_fits_in_memory(config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse, before any work, a --block-size and batch whose training step cannot fit in the device's memory."""
-    available = memory_bytes(device)
-    with torch.device("meta"):  # the parameter count without allocating the weights
-        params = GPT(config).num_params()
-    needed = training_memory_bytes(config, batch_size, dtype, params)
-    if available is not None and needed > available:
-        raise ValueError(f"--block-size {config.block_size} with --batch-size {batch_size} needs at least "
-                         f"{needed / 2**30:,.1f} GiB to train, more than the {available / 2**30:,.1f} GiB of this "
-                         f"{device.type}; lower --block-size or --batch-size (use --grad-accum for a larger batch)")
-
-
 def set_up(args: argparse.Namespace, processes: distributed.Processes, given: set[str]) -> Run:
     """Device, settings (a resumed run's own, see settings.resume_settings; given: the flags on the command
     line), the previous run, the output folder, data, model and optimizer. Raises ValueError or
@@ -202,7 +177,9 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes, given: se
     else:
         asked = {name: getattr(args, name) for name in settings.ARCHITECTURE_FLAGS if getattr(args, name) is not None}
         config = GPTConfig.from_preset(args.preset, **asked)  # checks every value before the data is read
-    check_fits_in_memory(config, args.batch_size, device, dtype)
+    with torch.device("meta"):  # the parameter count without allocating the weights
+        params = GPT(config).num_params()
+    check_fits_in_memory(config, args.batch_size, device, dtype, params)
     if processes.is_main:  # only once the settings are known to work, so a refused run leaves no folder
         checkpoint.prepare_out_dir(out_dir)
     corpus = data.load_corpus(str(corpus_path), saved and saved["tokenizer"], args.tokenizer, args.vocab_size,

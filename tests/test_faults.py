@@ -21,6 +21,7 @@ import torch
 from test_train import REPO, assert_same_losses, assert_same_weights, flags, one_thread_env, read_metrics, refusal
 
 import checkpoint
+import device
 import export
 import generate
 import settings
@@ -106,7 +107,7 @@ def test_a_damaged_local_tiny_shakespeare_is_refused(damage, corpus_path, tmp_pa
 
 
 def test_a_context_too_long_for_memory_is_refused_before_any_work(corpus_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train, "memory_bytes", lambda device: 2**30)  # a machine with 1 GiB
+    monkeypatch.setattr(device, "memory_bytes", lambda device: 2**30)  # a machine with 1 GiB
     monkeypatch.setattr(train.data, "load_corpus", lambda *a, **k: pytest.fail("the data was read first"))
     exit_code, stderr = refusal(flags(corpus_path, tmp_path, block_size=100_000, batch_size=16), capsys)
     assert exit_code == 1 and stderr.count("\n") == 1
