@@ -215,8 +215,9 @@ def scale_section(result: dict, docs_dir: Path) -> list[str]:
     plotted = [(size["size"], size["effect"]["mean"], size["effect"]["low"], size["effect"]["high"])
                for size in result["sizes"] if size["effect"]["low"] is not None]
     return [f"## {title}", "",
-            f"Learned absolute positions against RoPE on the converge-cpu recipe at three sizes (the middle one is "
-            f"the recipe's own), {len(result['seeds'])} seeds each, every run trained until its val loss had not "
+            f"Learned absolute positions against RoPE on the converge-cpu recipe at {len(result['sizes'])} sizes "
+            f"(the one with no changed fields is the recipe's own), {len(result['seeds'])} seeds each, every run "
+            "trained until its val loss had not "
             f"improved for {result['patience']} evaluations. Effect: RoPE − learned best val loss, seed by seed.",
             "", *markdown_table(header, rows),
             *effects_plot(result["name"], plotted, docs_dir, "RoPE − learned positions, by model size"),

@@ -66,8 +66,8 @@ ONE_FIELD_SWAPS = ("norm", "mlp", "pos")
 EXPERIMENTS = (*SWAPS, "pos-scale", "kvcache")
 CPU_RECIPE = "converge-cpu"
 PATIENCE = 5  # evaluations without a better val loss before a run stops: it has converged
-# pos-scale: model sizes on top of the CPU recipe (whose own is 4 blocks, 64 wide), smallest first.
-SCALE_SIZES = {"2x32": dict(n_layer=2, n_head=4, n_embd=32), "4x64": {}, "4x96": dict(n_embd=96)}
+# pos-scale: model sizes on top of the CPU recipe (whose own is 2 blocks, 64 wide: {}), smallest first.
+SCALE_SIZES = {"2x16": dict(n_head=2, n_embd=16), "2x32": dict(n_embd=32), "2x64": {}}
 # What the seed project reported for each swap at its 10M size (best val loss, swapped minus baseline),
 # for comparison; the modern entry is its vanilla 1.4804 against modern 1.4754. norm: not reported.
 SEED_PROJECT = {"mlp": -0.11, "pos": -0.31, "modern": 1.4754 - 1.4804}
