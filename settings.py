@@ -43,10 +43,11 @@ RECIPES: dict[str, dict] = {
                       warmup_iters=30, max_iters=300, eval_interval=25, eval_windows=64, beta2=0.99),
     # The swap experiments on a CPU (experiments.swaps), where every run must train until its val loss stops
     # improving (the suite adds --patience and checks the last quarter of each run). 2 blocks, 64 wide, a
-    # 128-token context: about 0.1M parameters. Measured here, 4 blocks 64 wide were still falling by 0.05
-    # nats over the last quarter of 8M tokens and 4 blocks 96 wide by more; this size is the largest at which
-    # the 15 runs of the suite (5 variants, 3 seeds) and the RoPE-vs-learned runs at two smaller sizes reach
-    # a plateau within about an hour and a half of a 2-core CPU, two runs at a time. 6,000 steps of 32 × 128
+    # 128-token context: about 0.1M parameters. Larger models had not flattened in runs that fit: the ladder's
+    # 4 blocks × 64 wide after 4M tokens (its plateau check), 4 × 96 three quarters into 8M tokens in a trial
+    # run. This size was chosen so that the 15 runs of the suite (5 variants, 3 seeds) and the RoPE-vs-learned
+    # runs at two smaller sizes fit in about an hour of a 2-core CPU, two runs at a time; the results say
+    # which runs reached a plateau. 6,000 steps of 32 × 128
     # tokens (25M tokens, about 25 passes over the training text) with no dropout; 128 fixed val windows
     # (16,384 tokens), the same for every run.
     "converge-cpu": dict(preset="vanilla", n_layer=2, n_head=4, n_embd=64, block_size=128, dropout=0.0,
