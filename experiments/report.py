@@ -17,8 +17,10 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 if __package__ in (None, ""):  # run as `python experiments/report.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,19 +77,25 @@ def provenance_text(result: dict, runs: bool = True) -> str:
             f"Made by `{p['command']}`{where}.")
 
 
-def plot(name: str, curves: dict, docs_dir: Path, title: str, ylabel: str,
-         references: dict[str, float] | None = None) -> list[str]:
-    """Write docs/plots/<name>.png (mean over seeds, ± std shaded, references as dashed lines); the markdown
-    that shows it, or []."""
+def plot_file(name: str, docs_dir: Path, title: str, draw: Callable[[ModuleType, Path], None]) -> list[str]:
+    """Write docs/plots/<name>.png with draw(plots, path), plots being the plots module; the markdown that
+    shows it, or [] where matplotlib (optional) is missing."""
     try:
-        from plots import plot_val_curves
+        import plots
     except ImportError:
         print(f"({name}.png skipped: pip install matplotlib to get it)")
         return []
     path = docs_dir / "plots" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot_val_curves(curves, path, title, ylabel, references)
+    draw(plots, path)
     return ["", f"![{title}](plots/{name}.png)"]
+
+
+def plot(name: str, curves: dict, docs_dir: Path, title: str, ylabel: str,
+         references: dict[str, float] | None = None) -> list[str]:
+    """docs/plots/<name>.png of val curves: mean over seeds, ± std shaded, references as dashed lines."""
+    return plot_file(name, docs_dir, title,
+                     lambda plots, path: plots.plot_val_curves(curves, path, title, ylabel, references))
 
 
 def curves_of(variants: list[dict], metric: str) -> dict:
@@ -182,18 +190,10 @@ def effects_lines(results: list[dict], docs_dir: Path) -> list[str]:
 
 
 def effects_plot(name: str, effects: list[tuple], docs_dir: Path, title: str) -> list[str]:
-    """Write docs/plots/<name>.png with the intervals; the markdown that shows it, or []."""
+    """docs/plots/<name>.png of paired effects with their intervals ((label, mean, low, high) each), or []."""
     if not effects:
         return []
-    try:
-        from plots import plot_effects
-    except ImportError:
-        print(f"({name}.png skipped: pip install matplotlib to get it)")
-        return []
-    path = docs_dir / "plots" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plot_effects(effects, path, title)
-    return ["", f"![{title}](plots/{name}.png)"]
+    return plot_file(name, docs_dir, title, lambda plots, path: plots.plot_effects(effects, path, title))
 
 
 def readme_results(summary: list[str]) -> list[str]:
