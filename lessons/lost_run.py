@@ -68,6 +68,9 @@ def kill_after(command: list[str], out_dir: Path, step: int, delay: float) -> in
     while process.poll() is None:
         if logged(out_dir, step):
             time.sleep(delay)
+            if process.poll() is not None:  # a fast machine can finish the run within the delay: nothing lost
+                raise SystemExit(f"error: the run finished within {delay} s of step {step}'s evaluation, before the "
+                                 "kill; pass a smaller --delay or a larger --kill-after gap to --max-iters")
             process.send_signal(signal.SIGKILL)
             process.wait()
             return load_checkpoint(out_dir / "last.pt")["step"]
@@ -90,8 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description="Kill a training run with SIGKILL, resume it, compare.")
     parser.add_argument("--kill-after", type=int, default=200, help="the evaluation step to kill after (default: 200)")
-    parser.add_argument("--delay", type=float, default=0.5,
-                        help="seconds of training after that evaluation before the kill (default: 0.5)")
+    parser.add_argument("--delay", type=float, default=0.05,
+                        help="seconds of training after that evaluation before the kill (default: 0.05,"
+                             " a few steps at this size: the steps after the checkpoint are lost)")
     parser.add_argument("--train-args", default="", help="more train.py flags, after the lesson's own")
     parser.add_argument("--data", help="passed to train.py (default: Tiny Shakespeare)")
     parser.add_argument("--runs-dir", type=Path, default=common.ROOT / "out" / "lessons" / "lost_run",
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"the same run, killed with SIGKILL after step {args.kill_after}", flush=True)
     resumed_from = kill_after(train_command(flags, lost_dir, "--overwrite"), lost_dir, args.kill_after, args.delay)
     print(f"resumed with --resume from step {resumed_from}", flush=True)
+    if resumed_from >= max(val_losses(reference_dir)):
+        raise SystemExit(f"error: the killed run had saved its last step ({resumed_from}) already: nothing was "
+                         "lost; pass a smaller --delay")
     subprocess.run(train_command(flags, lost_dir, "--resume"), cwd=common.ROOT, env=one_thread_env(), check=True,
                    stdout=subprocess.DEVNULL)
     reference, resumed = val_losses(reference_dir), val_losses(lost_dir)

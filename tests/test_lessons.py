@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from experiments import report
+from experiments import common, report
 from lessons import float16, lost_run, one_thing_at_a_time, overfitting, rope_cache_offset
 from model import GPT, GPTConfig
 
@@ -64,6 +64,13 @@ def test_lost_run_resumes_to_the_same_curve(tmp_path, corpus_path):
     # Killed as soon as step 20's evaluation is logged; on a busy machine the run may be a checkpoint further.
     assert result["resumed_from_step"] < result["final_step"] == 40
     assert result["identical"] and result["evaluations"] == 5
+
+
+def test_the_committed_lost_run_lost_steps_and_got_them_back():
+    """The measured lesson shows what it claims: the kill landed before the end, and the resumed curve is the same."""
+    result = json.loads((common.RESULTS_DIR / "lesson_lost_run.json").read_text())
+    assert result["killed_after_step"] <= result["resumed_from_step"] < result["final_step"]
+    assert result["identical"] and result["largest_difference"] == 0.0
 
 
 def ladder_result(losses: dict[str, float]) -> dict:
