@@ -106,8 +106,8 @@ def train_variants(pairs: list[tuple[str, str | None]], args: argparse.Namespace
     if not args.full:
         shared += ["--dtype", "float32"]  # the CPU comparisons in full precision, on every CPU alike
     jobs = [(pair, seed) for pair in pairs for seed in common.seeds(args)]
-    # The widest first, so that the workers run out of work together.
-    jobs.sort(key=lambda job: SCALE_SIZES.get(job[0][1] or "", {}).get("n_embd", 64), reverse=True)
+    # The smallest sizes first: they finish soonest, and say early whether a size converges.
+    jobs.sort(key=lambda job: SCALE_SIZES.get(job[0][1] or "", {}).get("n_embd", 64))
     flags = [[*VARIANTS[name], *shared, *common.to_flags(SCALE_SIZES.get(size) or {}),
               *shlex.split(args.train_args), "--seed", str(seed)] for (name, size), seed in jobs]  # --train-args wins
     records = common.train_runs([(job_flags, run_dir(args, name, seed, size))
