@@ -42,12 +42,11 @@ RECIPES: dict[str, dict] = {
     "swaps-cpu": dict(preset="small", **SMALL_SIZE, block_size=128, batch_size=16, lr=3e-3, min_lr=3e-4,
                       warmup_iters=30, max_iters=300, eval_interval=25, eval_windows=64, beta2=0.99),
     # The swap experiments on a CPU (experiments.swaps), where every run must train until its val loss stops
-    # improving (the suite adds --patience and checks the last quarter of each run). 2 blocks, 64 wide, a
-    # 128-token context: about 0.1M parameters. Larger models had not flattened in runs that fit: the ladder's
-    # 4 blocks × 64 wide after 4M tokens (its plateau check), 4 × 96 three quarters into 8M tokens in a trial
-    # run. This size was chosen so that the 15 runs of the suite (5 variants, 3 seeds) and the RoPE-vs-learned
-    # runs at two smaller sizes fit in about an hour of a 2-core CPU, two runs at a time; the results say
-    # which runs reached a plateau. 6,000 steps of 32 × 128
+    # improving (the suite adds --patience and checks the end of each run). 2 blocks, 64 wide, a
+    # 128-token context: about 0.1M parameters, chosen so that the 15 runs of the suite (5 variants, 3 seeds)
+    # and the RoPE-vs-learned runs at two smaller sizes fit in about an hour of a 2-core CPU, two runs at a
+    # time (4 blocks × 96 wide was still falling fast three quarters into 8M tokens in a trial run); the
+    # results say which runs converged. 6,000 steps of 32 × 128
     # tokens (25M tokens, about 25 passes over the training text) with no dropout; 128 fixed val windows
     # (16,384 tokens), the same for every run.
     "converge-cpu": dict(preset="vanilla", n_layer=2, n_head=4, n_embd=64, block_size=128, dropout=0.0,

@@ -148,8 +148,9 @@ def effect_paragraph(result: dict) -> list[str]:
             f"{effect_text(effect)}; {effect['converged']} runs converged. **Verdict: {effect['verdict']}.**"
             f"{reported}", "",
             f"Each run trained until its val loss had not improved for {result['patience']} evaluations (or to "
-            f"the end of its schedule); it counts as converged when the last quarter of its steps improved its "
-            f"best val loss by less than {result['converged_gain']} nats (experiments/stats.py). The val loss "
+            f"the end of its schedule); it counts as converged when the last {result['converged_window']:.0%} of "
+            f"its steps improved its best val loss by less than {result['converged_gain']} nats "
+            "(experiments/stats.py). The val loss "
             "@ step columns show how fast each variant learns, not what it is worth."]
 
 

@@ -142,6 +142,7 @@ def swap_result(name: str, runs: dict[str, list[dict]], args: argparse.Namespace
     return {"name": name, "kind": "swap", "title": title, "setting": common.setting_name(args),
             "seeds": common.seeds(args), "schedule": runs[baseline][0]["schedule"], "patience": PATIENCE,
             "converged_gain": stats.CONVERGED_GAIN,
+            "converged_window": stats.LAST_FRACTION,
             "effect": effect(runs[baseline], runs[swapped]), "seed_project_effect": SEED_PROJECT.get(name),
             "variants": [common.variant_result(baseline, runs[baseline], flags=VARIANTS[baseline], config_diff={},
                                                convergence=[stats.convergence(r["metrics"]) for r in runs[baseline]]),
@@ -162,7 +163,8 @@ def scale_result(args: argparse.Namespace, argv: list[str], runs: dict[tuple, li
                       "commands": {name: [r["command"] for r in pair[name]] for name in pair}})
     return {"name": "pos_scale", "kind": "scale", "title": "learned positions → RoPE at three model sizes",
             "setting": common.setting_name(args), "seeds": common.seeds(args), "patience": PATIENCE,
-            "converged_gain": stats.CONVERGED_GAIN, "sizes": sizes,
+            "converged_gain": stats.CONVERGED_GAIN,
+            "converged_window": stats.LAST_FRACTION, "sizes": sizes,
             "provenance": common.provenance("swaps", argv, args)}
 
 
