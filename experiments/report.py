@@ -185,6 +185,13 @@ def effects_lines(results: list[dict], docs_dir: Path) -> list[str]:
              f"Each swap's effect on the best val loss, swapped minus baseline, paired by seed ({len(first['seeds'])} "
              f"seeds; negative is better), every run trained until it stopped improving. Measured at {where}, on "
              f"{first['provenance']['device']}.", "", *markdown_table(header, rows)]
+    if first["setting"] == "cpu":
+        lines += ["", "The seed project's column is its own measurement at 10M parameters, a 256-character context and "
+                  "its own schedule; ours are models about a hundredth of that size. Where the two disagree, size is "
+                  "the first suspect: a part can be worth more, less or nothing at a scale where other limits "
+                  "dominate. The RoPE row is also measured at three sizes (the pos_scale section of "
+                  "docs/results.md), and `python -m experiments.swaps all --full` runs the 10M "
+                  "comparison on a GPU."]
     plotted = [(result["name"], result["effect"]["mean"], result["effect"]["low"], result["effect"]["high"])
                for result in swaps if result["effect"]["low"] is not None]
     return lines + effects_plot("effects", plotted, docs_dir, "each swap's effect (95% interval)")
