@@ -48,8 +48,8 @@ def setting_text(result: dict, seeds: list[int]) -> str:
     """The model, schedule and seeds of an experiment, from its first trained run's checkpoint."""
     run = next(variant for variant in result["variants"] if "skipped" not in variant)["runs"][0]
     config, schedule = run["config"], run["schedule"]
-    size = ("CPU-sized: the swaps-cpu recipe; `--full` trains the 10M presets with the gpu recipe"
-            if result.get("setting") == "cpu"
+    size = (f"CPU-sized: the {result.get('recipe', 'swaps-cpu')} recipe; `--full` trains the 10M presets with the "
+            "gpu recipe" if result.get("setting") == "cpu"
             else "the 10M presets with the gpu recipe" if result.get("setting") == "full"
             else "the 10M presets with the full-size-cpu recipe"
             if result.get("kind") == "final" and result["device_type"] == "cpu"
@@ -154,6 +154,9 @@ def effect_paragraph(result: dict) -> list[str]:
             "@ step columns show how fast each variant learns, not what it is worth."]
 
 
+CPU_RUNS = ", two runs at a time, one thread each"  # how the suites share a CPU (common.train_runs)
+
+
 def effect_rows(results: list[dict]) -> list[dict]:
     """Every converged-suite swap result, vanilla → modern last."""
     swaps = [result for result in results if result["kind"] == "swap" and "effect" in result]
@@ -184,7 +187,8 @@ def effects_lines(results: list[dict], docs_dir: Path) -> list[str]:
     lines = ["## What each swap is worth", "",
              f"Each swap's effect on the best val loss, swapped minus baseline, paired by seed ({len(first['seeds'])} "
              f"seeds; negative is better), every run trained until it stopped improving. Measured at {where}, on "
-             f"{first['provenance']['device']}.", "", *markdown_table(header, rows)]
+             f"{first['provenance']['device']}{CPU_RUNS if first['setting'] == 'cpu' else ''}.",
+             "", *markdown_table(header, rows)]
     if first["setting"] == "cpu":
         lines += ["", "The seed project's column is its own measurement at 10M parameters, a 256-character context and "
                   "its own schedule; ours are models about a hundredth of that size. Where the two disagree, size is "

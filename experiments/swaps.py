@@ -140,9 +140,9 @@ def swap_result(name: str, runs: dict[str, list[dict]], args: argparse.Namespace
     if runs[baseline][0]["schedule"] != runs[swapped][0]["schedule"]:
         raise SystemExit(f"error: the {name} swap trained its two variants with different schedules")
     return {"name": name, "kind": "swap", "title": title, "setting": common.setting_name(args),
-            "seeds": common.seeds(args), "schedule": runs[baseline][0]["schedule"], "patience": PATIENCE,
-            "converged_gain": stats.CONVERGED_GAIN,
-            "converged_window": stats.LAST_FRACTION,
+            "recipe": common.recipe_name(args, CPU_RECIPE), "seeds": common.seeds(args),
+            "schedule": runs[baseline][0]["schedule"], "patience": PATIENCE,
+            "converged_gain": stats.CONVERGED_GAIN, "converged_window": stats.LAST_FRACTION,
             "effect": effect(runs[baseline], runs[swapped]), "seed_project_effect": SEED_PROJECT.get(name),
             "variants": [common.variant_result(baseline, runs[baseline], flags=VARIANTS[baseline], config_diff={},
                                                convergence=[stats.convergence(r["metrics"]) for r in runs[baseline]]),
