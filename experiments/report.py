@@ -163,9 +163,9 @@ def effect_rows(results: list[dict]) -> list[dict]:
     return sorted(swaps, key=lambda result: result["name"] == "modern")
 
 
-def effects_lines(results: list[dict], docs_dir: Path) -> list[str]:
+def effects_lines(results: list[dict], docs_dir: Path, explain: bool = True) -> list[str]:
     """The key table: each swap's effect on the best val loss with its interval and verdict, beside the seed
-    project's, and the plot of the intervals."""
+    project's, and the plot of the intervals; explain: also where the seed project's figures come from."""
     swaps = effect_rows(results)
     if not swaps:
         return []
@@ -189,7 +189,7 @@ def effects_lines(results: list[dict], docs_dir: Path) -> list[str]:
              f"seeds; negative is better), every run trained until it stopped improving. Measured at {where}, on "
              f"{first['provenance']['device']}{CPU_RUNS if first['setting'] == 'cpu' else ''}.",
              "", *markdown_table(header, rows)]
-    if first["setting"] == "cpu":
+    if explain and first["setting"] == "cpu":
         lines += ["", "The seed project's column is its own measurement at 10M parameters, a 256-character context and "
                   "its own schedule; ours are models about a hundredth of that size. Where the two disagree, size is "
                   "the first suspect: a part can be worth more, less or nothing at a scale where other limits "
@@ -611,7 +611,8 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {common.display_path(path)}", flush=True)
     if docs_dir.resolve() == (common.ROOT / "docs").resolve():  # the real docs, not a test's copy
-        fill_marked_block(common.ROOT / "README.md", "results", readme_results(summary), "docs/")
+        fill_marked_block(common.ROOT / "README.md", "results",
+                          readme_results(effects_lines(results, docs_dir, explain=False)), "docs/")
         fill_marked_block(common.ROOT / "README.md", "quickstart", quickstart_lines(results), "docs/")
         for doc, names in MARKED_DOCS.items():
             chosen = [line for name in names if name in sections for line in ["", *sections[name]]]
