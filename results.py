@@ -29,13 +29,18 @@ def display_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+# What the experiments and benchmarks write themselves: a change there is a result, not a change to the code.
+GENERATED = (":(exclude)experiments/results", ":(exclude)docs", ":(exclude)README.md")
+
+
 def git_commit() -> tuple[str, bool]:
-    """(commit hash, whether tracked files differ from it), or ("unknown", False) outside a git checkout."""
+    """(commit hash, whether tracked files other than the GENERATED results and docs differ from it), or
+    ("unknown", False) outside a git checkout. An experiment that writes several results files stays clean."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *GENERATED],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
     return commit, bool(status.strip())

@@ -2,6 +2,7 @@
 from (that is what --update-results is for)."""
 
 import json
+import subprocess
 
 import bench
 import results
@@ -20,3 +21,23 @@ def test_a_benchmark_writes_to_an_ignored_folder_unless_asked_to_update_the_resu
     assert bench.main([*TINY_GENERATE, "--update-results"]) == 0
     committed = tmp_path / "experiments" / "results" / "bench_generate.json"
     assert json.loads(committed.read_text())["benchmark"] == "generate"
+
+
+def test_provenance_counts_changed_code_as_uncommitted_but_not_written_results(tmp_path, monkeypatch):
+    """An experiment writes several results files in turn: the later ones must not call the code dirty."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    for name in ("model.py", "experiments/results/norm.json", "docs/results.md", "README.md"):
+        (tmp_path / name).write_text("first\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    for name in ("experiments/results/norm.json", "docs/results.md", "README.md"):
+        (tmp_path / name).write_text("a result\n")
+    assert results.git_commit()[1] is False
+    (tmp_path / "model.py").write_text("changed code\n")
+    assert results.git_commit()[1] is True
