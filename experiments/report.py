@@ -25,7 +25,7 @@ from types import ModuleType
 if __package__ in (None, ""):  # run as `python experiments/report.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import common  # noqa: E402
+from experiments import common, stats  # noqa: E402
 from results import markdown_table  # noqa: E402
 
 ORDER = ("ladder", "ladder_full", "default_cpu", "default_cuda", "default_mps", "final_cuda", "final_mps", "final_cpu",
@@ -255,6 +255,11 @@ def final_section(result: dict, docs_dir: Path) -> list[str]:
     text = (f"Both presets as model.py defines them, trained by train.py with the same data, steps, schedule, "
             f"dropout and seeds. Modern minus vanilla, best val loss: {gap:+.4f}; modern's train time is "
             f"{time_ratio:.2f}× vanilla's. Whole process: train.py from start to exit, set-up included.")
+    unconverged = [check["why"] for variant in result["variants"] for run in variant["runs"]
+                   if not (check := stats.convergence(run["metrics"]))["converged"]]
+    if unconverged:  # a fixed schedule: say whether it ended on a plateau, as the swap suites must
+        text += (f" {len(unconverged)} of the runs had not converged ({unconverged[0]}), so the gap is what this "
+                 "schedule buys, not what either model can reach.")
     title = f"{result['name']}: {result['title']}"
     return [f"## {title}", "", text, "", setting_text(result, result["seeds"]), "", *markdown_table(header, rows),
             *plot(result["name"], curves_of(result["variants"], "val_loss"), docs_dir, title,
