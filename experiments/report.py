@@ -255,16 +255,23 @@ def final_section(result: dict, docs_dir: Path) -> list[str]:
     text = (f"Both presets as model.py defines them, trained by train.py with the same data, steps, schedule, "
             f"dropout and seeds. Modern minus vanilla, best val loss: {gap:+.4f}; modern's train time is "
             f"{time_ratio:.2f}× vanilla's. Whole process: train.py from start to exit, set-up included.")
-    unconverged = [check["why"] for variant in result["variants"] for run in variant["runs"]
-                   if not (check := stats.convergence(run["metrics"]))["converged"]]
-    if unconverged:  # a fixed schedule: say whether it ended on a plateau, as the swap suites must
-        text += (f" {len(unconverged)} of the runs had not converged ({unconverged[0]}), so the gap is what this "
-                 "schedule buys, not what either model can reach.")
+    text += convergence_note(result["variants"], "the gap")
     title = f"{result['name']}: {result['title']}"
     return [f"## {title}", "", text, "", setting_text(result, result["seeds"]), "", *markdown_table(header, rows),
             *plot(result["name"], curves_of(result["variants"], "val_loss"), docs_dir, title,
                   "val loss (nats per token)"),
             "", provenance_text(result)]
+
+
+def convergence_note(variants: list[dict], what: str) -> str:
+    """For a comparison on a fixed schedule: a sentence saying how many runs had not converged
+    (stats.convergence), so that `what` reads as what the schedule buys; "" when all had."""
+    unconverged = [check["why"] for variant in variants if "skipped" not in variant for run in variant["runs"]
+                   if not (check := stats.convergence(run["metrics"]))["converged"]]
+    if not unconverged:
+        return ""
+    return (f" {len(unconverged)} of the runs had not converged (the first: {unconverged[0]}), so {what} is what this "
+            "schedule buys, not what the models can reach.")
 
 
 def kvcache_section(result: dict, docs_dir: Path) -> list[str]:
@@ -302,6 +309,7 @@ def tokenizers_section(result: dict, docs_dir: Path) -> list[str]:
             "a BPE model reads more characters of context and more text per step). Bits per character (val "
             "loss summed over the val text / its characters / ln 2) compare tokenizers fairly; loss per token "
             "does not. The embedding table, and so the parameter count, grows with the vocabulary.")
+    text += convergence_note(trained, "the comparison")
     title = f"tokenizers: {result['title']}"
     return [f"## {title}", "", text, "", setting_text(result, result["seeds"]), "", *markdown_table(header, rows),
             *plot("tokenizers", curves_of(trained, "val_bpc"), docs_dir, title, "val bits per character"),
