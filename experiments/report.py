@@ -163,9 +163,9 @@ def effect_rows(results: list[dict]) -> list[dict]:
     return sorted(swaps, key=lambda result: result["name"] == "modern")
 
 
-def effects_lines(results: list[dict], docs_dir: Path, explain: bool = True) -> list[str]:
+def effects_lines(results: list[dict], docs_dir: Path) -> list[str]:
     """The key table: each swap's effect on the best val loss with its interval and verdict, beside the seed
-    project's, and the plot of the intervals; explain: also where the seed project's figures come from."""
+    project's, and the plot of the intervals."""
     swaps = effect_rows(results)
     if not swaps:
         return []
@@ -189,23 +189,29 @@ def effects_lines(results: list[dict], docs_dir: Path, explain: bool = True) -> 
              f"seeds; negative is better), every run trained until it stopped improving. Measured at {where}, on "
              f"{first['provenance']['device']}{CPU_RUNS if first['setting'] == 'cpu' else ''}.",
              "", *markdown_table(header, rows)]
-    if explain and first["setting"] == "cpu":
-        lines += ["", "The seed project's column is its own measurement at 10M parameters, a 256-character context and "
-                  "its own schedule; ours are models about a hundredth of that size. Where the two disagree, size is "
-                  "the first suspect: a part can be worth more, less or nothing at a scale where other limits "
-                  "dominate. The RoPE row is also measured at three sizes (the pos_scale section of "
-                  "docs/results.md), and `python -m experiments.swaps all --full` runs the 10M "
-                  "comparison on a GPU."]
-    plotted = [(result["name"], result["effect"]["mean"], result["effect"]["low"], result["effect"]["high"])
-               for result in swaps if result["effect"]["low"] is not None]
-    return lines + effects_plot("effects", plotted, docs_dir, "each swap's effect (95% interval)")
+    return lines + effects_plot("effects", [(result["name"], result["effect"]) for result in swaps], docs_dir,
+                                "each swap's effect (95% interval)")
 
 
-def effects_plot(name: str, effects: list[tuple], docs_dir: Path, title: str) -> list[str]:
-    """docs/plots/<name>.png of paired effects with their intervals ((label, mean, low, high) each), or []."""
-    if not effects:
+def seed_project_note(results: list[dict]) -> list[str]:
+    """Where the key table's seed-project column comes from, and why it can differ from a CPU-size measurement."""
+    swaps = effect_rows(results)
+    if not swaps or swaps[0]["setting"] != "cpu":
         return []
-    return plot_file(name, docs_dir, title, lambda plots, path: plots.plot_effects(effects, path, title))
+    return ["The seed project's column is its own measurement at 10M parameters, a 256-character context and its own "
+            "schedule; ours are models about a hundredth of that size. Where the two disagree, size is the first "
+            "suspect: a part can be worth more, less or nothing at a scale where other limits dominate. The RoPE row "
+            "is also measured at three sizes (the pos_scale section of docs/results.md), and `python -m "
+            "experiments.swaps all --full` runs the 10M comparison on a GPU."]
+
+
+def effects_plot(name: str, effects: list[tuple[str, dict]], docs_dir: Path, title: str) -> list[str]:
+    """docs/plots/<name>.png of paired effects ((label, effect) each; those with an interval), or []."""
+    drawn = [(label, effect["mean"], effect["low"], effect["high"]) for label, effect in effects
+             if effect["low"] is not None]
+    if not drawn:
+        return []
+    return plot_file(name, docs_dir, title, lambda plots, path: plots.plot_effects(drawn, path, title))
 
 
 def readme_results(summary: list[str]) -> list[str]:
@@ -224,15 +230,14 @@ def scale_section(result: dict, docs_dir: Path) -> list[str]:
              effect_text(size["effect"]), size["effect"]["converged"], size["effect"]["verdict"]]
             for size in result["sizes"]]
     title = f"{result['name']}: {result['title']}"
-    plotted = [(size["size"], size["effect"]["mean"], size["effect"]["low"], size["effect"]["high"])
-               for size in result["sizes"] if size["effect"]["low"] is not None]
     return [f"## {title}", "",
             f"Learned absolute positions against RoPE on the converge-cpu recipe at {len(result['sizes'])} sizes "
             f"(the one with no changed fields is the recipe's own), {len(result['seeds'])} seeds each, every run "
             "trained until its val loss had not "
             f"improved for {result['patience']} evaluations. Effect: RoPE − learned best val loss, seed by seed.",
             "", *markdown_table(header, rows),
-            *effects_plot(result["name"], plotted, docs_dir, "RoPE − learned positions, by model size"),
+            *effects_plot(result["name"], [(size["size"], size["effect"]) for size in result["sizes"]], docs_dir,
+                          "RoPE − learned positions, by model size"),
             "", provenance_text(result)]
 
 
@@ -615,6 +620,8 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
     summary = effects_lines(results, docs_dir)
     if summary:
         lines += ["", *summary]
+        note = seed_project_note(results)
+        lines += ["", *note] if note else []
     sections = {result["name"]: SECTIONS[result["kind"]](result, docs_dir) for result in results
                 if result["kind"] != "lesson"}
     for section in sections.values():
@@ -624,8 +631,7 @@ def build_report(results_dir: Path = common.RESULTS_DIR, docs_dir: Path = common
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {common.display_path(path)}", flush=True)
     if docs_dir.resolve() == (common.ROOT / "docs").resolve():  # the real docs, not a test's copy
-        fill_marked_block(common.ROOT / "README.md", "results",
-                          readme_results(effects_lines(results, docs_dir, explain=False)), "docs/")
+        fill_marked_block(common.ROOT / "README.md", "results", readme_results(summary), "docs/")
         fill_marked_block(common.ROOT / "README.md", "quickstart", quickstart_lines(results), "docs/")
         for doc, names in MARKED_DOCS.items():
             chosen = [line for name in names if name in sections for line in ["", *sections[name]]]

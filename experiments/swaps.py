@@ -144,10 +144,9 @@ def swap_result(name: str, runs: dict[str, list[dict]], args: argparse.Namespace
             "schedule": runs[baseline][0]["schedule"], "patience": PATIENCE,
             "converged_gain": stats.CONVERGED_GAIN, "converged_window": stats.LAST_FRACTION,
             "effect": effect(runs[baseline], runs[swapped]), "seed_project_effect": SEED_PROJECT.get(name),
-            "variants": [common.variant_result(baseline, runs[baseline], flags=VARIANTS[baseline], config_diff={},
-                                               convergence=[stats.convergence(r["metrics"]) for r in runs[baseline]]),
-                         common.variant_result(swapped, runs[swapped], flags=VARIANTS[swapped], config_diff=diff,
-                                               convergence=[stats.convergence(r["metrics"]) for r in runs[swapped]])],
+            "variants": [common.variant_result(variant, runs[variant], flags=VARIANTS[variant], config_diff=change,
+                                               convergence=[stats.convergence(run["metrics"]) for run in runs[variant]])
+                         for variant, change in ((baseline, {}), (swapped, diff))],
             "provenance": common.provenance("swaps", argv, args)}
 
 
@@ -163,8 +162,7 @@ def scale_result(args: argparse.Namespace, argv: list[str], runs: dict[tuple, li
                       "commands": {name: [r["command"] for r in pair[name]] for name in pair}})
     return {"name": "pos_scale", "kind": "scale", "title": "learned positions → RoPE at three model sizes",
             "setting": common.setting_name(args), "seeds": common.seeds(args), "patience": PATIENCE,
-            "converged_gain": stats.CONVERGED_GAIN,
-            "converged_window": stats.LAST_FRACTION, "sizes": sizes,
+            "converged_gain": stats.CONVERGED_GAIN, "converged_window": stats.LAST_FRACTION, "sizes": sizes,
             "provenance": common.provenance("swaps", argv, args)}
 
 
@@ -256,8 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         pairs += [(variant, size if fields else None) for size, fields in SCALE_SIZES.items()
                   for variant in ("vanilla", "rope")]
     runs = train_variants(list(dict.fromkeys(pairs)), args)
+    main_size = {variant: records for (variant, size), records in runs.items() if size is None}
     for name in swaps:
-        main_size = {variant: records for (variant, size), records in runs.items() if size is None}
         result = swap_result(name, main_size, args, argv)
         common.write_result(result, args.results_dir)
         print_swap(result)
