@@ -29,7 +29,7 @@ import torch
 
 import train
 from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, pick_generation_dtype, synchronize
-from generate import generate_tokens, silence_closed_stdout
+from generate import generate_tokens, silence_closed_stdout, warm_up_compiled_step
 from model import GPT, PRESETS, GPTConfig
 from results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
 from settings import RECIPES, apply_recipe, parse_args
@@ -49,56 +49,85 @@ def run_info(device: torch.device, dtype: torch.dtype, command: list[str]) -> di
     return {**provenance(device, command), "dtype": str(dtype).removeprefix("torch.")}
 
 
-def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device: torch.device) -> float:
+def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device: torch.device,
+                        compile_step: bool = False) -> float:
     """Wall-clock seconds to sample new_tokens after a one-token prompt, batch 1, as generate.py does."""
     prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
     synchronize(device)
     started = time.perf_counter()
     for _ in generate_tokens(model, prompt, new_tokens, temperature=1.0, use_kv_cache=use_kv_cache,
-                             generator=generator):
+                             generator=generator, compile_step=compile_step):
         pass
     synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
     return time.perf_counter() - started
 
 
+def seconds_to_read_weights(model: GPT, device: torch.device, repeats: int = 50) -> float:
+    """The floor under one decode step: seconds to multiply every weight matrix a token passes through (each
+    block's linear layers and the head) by one vector, and nothing else. Each weight is read from memory
+    once, so no decode step at batch 1 can be faster. The median of `repeats`."""
+    matrices = [module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    vectors = {width: torch.randn(1, width, dtype=matrices[0].dtype, device=device)
+               for width in {matrix.size(1) for matrix in matrices}}
+    times = []
+    for _ in range(repeats + 5):  # the first 5 warm up
+        synchronize(device)
+        started = time.perf_counter()
+        for matrix in matrices:
+            torch.nn.functional.linear(vectors[matrix.size(1)], matrix)
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[5:])
+
+
+# The ways bench.py generate decodes: (name, KV cache, compiled decode step).
+DECODING_PATHS = (("no cache", False, False), ("KV cache", True, False), ("KV cache, compiled", True, True))
+
+
 def bench_generate(args: argparse.Namespace) -> dict:
-    """Tokens/s at batch 1 with and without the KV cache, the median of a few runs, per preset."""
+    """Tokens/s at batch 1 per preset, the median of a few runs: without the KV cache, with it, and with the
+    decode step compiled (its compile time measured apart, and the number of tokens after which compiling
+    pays off), each beside the limit its weight reads set, in the precision generate.py stores weights in."""
     device = pick_device(args.device)
-    dtype = pick_generation_dtype(device, args.dtype)  # as generate.py stores the weights
-    info = run_info(device, dtype, args.command)
-    say(f"{info['device']}, weights in {info['dtype']}: {args.new_tokens} new tokens after a 1-token prompt, "
-        f"median of {args.repeats} runs with the KV cache and {args.no_cache_repeats} without")
+    info = run_info(device, pick_generation_dtype(device, args.dtype), args.command)
+    paths = [path for path in DECODING_PATHS if args.compile or not path[2]]
+    say(f"{info['device']}: {args.new_tokens} new tokens after a 1-token prompt, median of {args.repeats} runs "
+        f"with the KV cache and {args.no_cache_repeats} without")
     rows, measurements = [], []
     for preset in args.preset:
-        torch.manual_seed(0)
-        model = GPT(GPTConfig.from_preset(preset)).to(device, dtype).eval()  # random weights: speed ignores them
-        tokens_per_second = {True: [], False: []}
-        with torch.inference_mode():
-            for use_kv_cache in (True, False):  # warm-up: first calls allocate memory and pick kernels
-                seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device)
-            runs = {True: args.repeats, False: args.no_cache_repeats}
-            for i in range(max(runs.values())):
-                for use_kv_cache in (True, False):  # interleaved, so a busy spell on the machine slows both alike
-                    if i < runs[use_kv_cache]:
-                        seconds = seconds_to_generate(model, args.new_tokens, use_kv_cache, device)
-                        tokens_per_second[use_kv_cache].append(args.new_tokens / seconds)
-        cache, no_cache = (statistics.median(tokens_per_second[flag]) for flag in (True, False))
-        measurements.append({
-            "preset": preset, "params": model.num_params(),
-            "cache_tokens_per_s": round(cache, 1), "no_cache_tokens_per_s": round(no_cache, 1),
-            "speedup": round(cache / no_cache, 1),
-            "cache_runs": [round(x, 1) for x in tokens_per_second[True]],
-            "no_cache_runs": [round(x, 1) for x in tokens_per_second[False]],
-        })
-        rows.append([preset, f"{model.num_params() / 1e6:.2f}M", info["device"], info["dtype"], f"{cache:.0f}",
-                     f"{no_cache:.1f}", f"{cache / no_cache:.1f}x"])
-        say(f"{preset}: {cache:.0f} tokens/s with the KV cache, {no_cache:.1f} without")
-    table = "\n".join(markdown_table(["preset", "params", "device", "dtype", "KV cache tok/s", "no cache tok/s",
-                                      "speed-up"], rows))
+        for name, use_kv_cache, compiled in paths:
+            dtype = pick_generation_dtype(device, args.dtype, compiled)
+            torch.manual_seed(0)
+            model = GPT(GPTConfig.from_preset(preset)).to(device, dtype).eval()  # random weights: speed ignores them
+            with torch.inference_mode():
+                compile_s = warm_up_compiled_step(model) if compiled else None
+                seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device, compiled)  # first calls allocate
+                runs = [args.new_tokens / seconds_to_generate(model, args.new_tokens, use_kv_cache, device, compiled)
+                        for _ in range(args.repeats if use_kv_cache else args.no_cache_repeats)]
+                weight_read_s = seconds_to_read_weights(model, device)
+            rate = statistics.median(runs)
+            result = {"preset": preset, "params": model.num_params(), "path": name,
+                      "dtype": str(dtype).removeprefix("torch."), "tokens_per_s": round(rate, 1),
+                      "runs": [round(x, 1) for x in runs], "weight_read_ms": round(weight_read_s * 1e3, 3),
+                      "weight_read_limit_tokens_per_s": round(1 / weight_read_s, 1),
+                      "fraction_of_limit": round(rate * weight_read_s, 3),
+                      "compile_s": None if compile_s is None else round(compile_s, 2)}
+            if compiled:  # compiling pays off once the time it saves per token adds up to its compile time
+                eager = next(m for m in measurements if m["preset"] == preset and m["path"] == "KV cache")
+                saved_per_token = 1 / eager["tokens_per_s"] - 1 / rate
+                result["break_even_tokens"] = round(compile_s / saved_per_token) if saved_per_token > 0 else None
+            measurements.append(result)
+            rows.append([preset, name, result["dtype"], f"{rate:,.0f}", f"{1 / weight_read_s:,.0f}",
+                         f"{rate * weight_read_s:.0%}", "" if compile_s is None else f"{compile_s:.1f}",
+                         f"{result['break_even_tokens']:,}" if result.get("break_even_tokens") else ""])
+            say(f"{preset}, {name}, {result['dtype']}: {rate:,.0f} tokens/s, {rate * weight_read_s:.0%} of the "
+                f"{1 / weight_read_s:,.0f} tokens/s its weight reads allow")
+    table = "\n".join(markdown_table(["preset", "decoding", "weights", "tok/s", "weight-read limit tok/s",
+                                      "of the limit", "compile s", "compiling pays off after (tokens)"], rows))
     settings = {"new_tokens": args.new_tokens, "prompt_tokens": 1, "batch_size": 1, "temperature": 1.0,
                 "repeats": args.repeats, "no_cache_repeats": args.no_cache_repeats,
-                "warmup_tokens": args.warmup_tokens}
+                "warmup_tokens": args.warmup_tokens, "compile": args.compile}
     return {"benchmark": "generate", **info, "settings": settings, "results": measurements, "table": table}
 
 
@@ -111,6 +140,22 @@ def flops_per_token(config: GPTConfig, params: int) -> float:
     """Training FLOPs per token: 6 per parameter (forward 2, backward 4) plus attention's score and
     weighted-sum products, 12 * n_layer * n_embd * block_size (the PaLM paper's appendix B estimate)."""
     return 6 * params + 12 * config.n_layer * config.n_embd * config.block_size
+
+
+def matmul_flops_per_s(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """What this machine's matrix products reach in dtype: FLOP/s of one size x size by size x size product
+    (2 * size^3 FLOPs), the median of `repeats` after a warm-up. Training is mostly such products, so
+    this rate over the FLOPs per token is the ceiling on training tokens/s."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    times = []
+    for _ in range(repeats + 1):  # the first warms up
+        synchronize(device)
+        started = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return 2 * size ** 3 / statistics.median(times[1:])
 
 
 def time_steps(step: Callable[[], object], warmup_steps: int, steps: int, device: torch.device) -> tuple[float, float]:
@@ -142,14 +187,16 @@ def bench_train(args: argparse.Namespace) -> dict:
     compile_model = settings.compile if args.compile is None else args.compile
     info = run_info(device, dtype, args.command)
     peak = peak_flops(info["device"]) if device.type == "cuda" else None
+    matmul_rate = matmul_flops_per_s(device, dtype)
+    say(f"a 2048^3 matrix product in {info['dtype']}: {matmul_rate / 1e9:,.0f} GFLOP/s")
     say(f"{info['device']}, autocast {info['dtype']}, compile {'on' if compile_model else 'off'}, recipe "
         f"{settings.recipe}: batch {batch_size} x {settings.grad_accum} micro-batches, {args.warmup_steps} "
         f"untimed + {args.steps} timed steps")
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
-        overrides = {name: value for name, value in (("block_size", args.block_size), ("dropout", args.dropout))
-                     if value is not None}
+        overrides = {name: value for name in ("block_size", "dropout", "attn_dropout")
+                     if (value := getattr(args, name)) is not None}
         config = GPTConfig.from_preset(preset, **overrides)
         raw_model = GPT(config).to(device)
         optimizer = train.make_optimizer(raw_model, settings.lr, settings.weight_decay, settings.beta2, device)
@@ -164,19 +211,26 @@ def bench_train(args: argparse.Namespace) -> dict:
         tokens_per_second = args.steps * sequences * config.block_size / seconds
         params = raw_model.num_params()
         mfu = tokens_per_second * flops_per_token(config, params) / peak if peak else None
+        ceiling = matmul_rate / flops_per_token(config, params)  # tokens/s if every FLOP ran at the matmul rate
         measurements.append({"preset": preset, "params": params, "dropout": config.dropout,
-                             "tokens_per_s": round(tokens_per_second, 1),
+                             "attn_dropout": config.attention_dropout, "tokens_per_s": round(tokens_per_second, 1),
                              "first_step_s": round(first_step, 2), "mfu": None if mfu is None else round(mfu, 4),
-                             "flops_per_token": flops_per_token(config, params)})
-        rows.append([preset, f"{params / 1e6:.2f}M", f"{config.dropout:g}", info["device"], info["dtype"],
-                     "on" if compile_model else "off", f"{tokens_per_second:,.0f}", f"{first_step:.1f}",
+                             "flops_per_token": flops_per_token(config, params),
+                             "matmul_ceiling_tokens_per_s": round(ceiling, 1),
+                             "fraction_of_ceiling": round(tokens_per_second / ceiling, 3)})
+        rows.append([preset, f"{params / 1e6:.2f}M", f"{config.dropout:g} / {config.attention_dropout:g}",
+                     info["dtype"], "on" if compile_model else "off", f"{tokens_per_second:,.0f}",
+                     f"{ceiling:,.0f}", f"{tokens_per_second / ceiling:.0%}", f"{first_step:.1f}",
                      "unknown" if mfu is None else f"{mfu:.1%}"])
-        say(f"{preset}: {tokens_per_second:,.0f} tokens/s")
-    table = "\n".join(markdown_table(["preset", "params", "dropout", "device", "autocast", "compile",
-                                      "train tok/s", "first step s", "MFU"], rows))
+        say(f"{preset}: {tokens_per_second:,.0f} tokens/s, {tokens_per_second / ceiling:.0%} of the {ceiling:,.0f} "
+            f"tokens/s the matmul rate allows")
+    table = "\n".join(markdown_table(["preset", "params", "dropout / attention", "autocast", "compile",
+                                      "train tok/s", "matmul ceiling tok/s", "of the ceiling", "first step s",
+                                      "MFU"], rows))
     measured_with = {"recipe": settings.recipe, "batch_size": batch_size, "grad_accum": settings.grad_accum,
                      "block_size": config.block_size, "steps": args.steps, "warmup_steps": args.warmup_steps,
-                     "compile": compile_model, "peak_flops": peak}
+                     "compile": compile_model, "peak_flops": peak, "matmul_flops_per_s": round(matmul_rate),
+                     "optimizer": settings.optimizer if hasattr(settings, "optimizer") else "adamw"}
     return {"benchmark": "train", **info, "settings": measured_with, "results": measurements, "table": table}
 
 
@@ -223,8 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the model (default: as train.py: on for CUDA, off elsewhere)")
     train.add_argument("--dropout", type=float, default=None,
-                       help="dropout for every preset (default: the preset's own, as train.py --preset uses; "
-                            "on the CPU, attention dropout rules out the fused attention kernel)")
+                       help="dropout on embeddings and residual branches for every preset (default: the preset's "
+                            "own, as train.py --preset uses)")
+    train.add_argument("--attn-dropout", type=float, default=None,
+                       help="dropout on the attention weights for every preset (default: the preset's own, 0; "
+                            "above 0 the CPU cannot use the fused attention kernel)")
     train.set_defaults(run=bench_train)
 
     generate = subparsers.add_parser(
@@ -242,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "and its hundreds of steps already average out short disturbances)")
     generate.add_argument("--warmup-tokens", type=positive_int, default=20, metavar="N",
                           help="tokens generated once, untimed, before measuring (default: 20)")
+    generate.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                          help="also measure the compiled decode step, and its compile time (default: on)")
     generate.set_defaults(run=bench_generate)
     return parser
 

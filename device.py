@@ -12,10 +12,12 @@ Weights and optimizer state always stay in float32; only the forward/backward ma
 
 Generation is different: decoding one token multiplies every weight matrix by a single vector, and
 it stores the weights themselves in the chosen precision (pick_generation_dtype). On CUDA that is
-pick_dtype's choice: half the bytes to read per token. On every CPU it is float32. Without native bf16
-units, emulated bf16 makes each prompt prefill and context-window slide several times slower. With
-them, float32 was still the faster one at the sizes tinygpt trains, measured on one such CPU for the
-small preset and both 10M presets (the bench_generate_cpu_bf16_* results in docs/generation.md).
+pick_dtype's choice: half the bytes to read per token. On a CPU, an eager decode step runs in float32:
+without native bf16 units, emulated bf16 makes each prompt prefill and context-window slide several
+times slower, and with them float32 was still the faster one eagerly, measured on one such CPU for the
+small preset and both 10M presets (the bench_generate_cpu_bf16_* results in docs/generation.md). A
+compiled decode step (generate.py --compile) has shed the per-operation overhead, so there reading half
+the bytes wins: it takes pick_dtype's choice, bf16 on a CPU with native bf16 units.
 """
 
 from __future__ import annotations
@@ -69,10 +71,11 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     return torch.float32
 
 
-def pick_generation_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
+def pick_generation_dtype(device: torch.device, requested: str = "auto", compiled: bool = False) -> torch.dtype:
     """The precision generation stores the weights in: the requested one, or for "auto" pick_dtype's choice
-    on CUDA and float32 elsewhere (see the module docstring)."""
-    if requested == "auto" and device.type != "cuda":
+    on CUDA and on a CPU whose decode step is compiled (compiled), float32 elsewhere (see the module
+    docstring)."""
+    if requested == "auto" and device.type != "cuda" and not (compiled and device.type == "cpu"):
         return torch.float32
     return pick_dtype(device, requested)
 

@@ -24,6 +24,7 @@ produced), and the command line. docs/generation.md explains the rules and what 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -36,11 +37,14 @@ from torch.nn import functional as F
 
 from checkpoint import load_checkpoint
 from device import DEVICES, DTYPES, describe_device, pick_device, pick_generation_dtype
-from model import GPT
+from model import GPT, KVCache
 from tokenizer import Tokenizer, tokenizer_from_state
 
 DEFAULT_MAX_NEW_TOKENS = 500
 DEFAULT_TEMPERATURE = 0.8
+# Compiling the decode step takes seconds once, then saves about a millisecond per token on a CPU: from
+# this many tokens on it pays for itself (the break-even measured by bench.py generate, docs/generation.md).
+COMPILE_PAYS_OFF_AFTER = 10_000
 # The openings --demo continues: a speaker's name, as every speech in Tiny Shakespeare begins.
 DEMO_PROMPTS = (
     "ROMEO:\n",
@@ -111,35 +115,58 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
+def decode_step(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """The logits (B, vocab) for what follows one new token (B, 1), fed through the cache: the step that
+    generation repeats for every token after the prompt."""
+    logits, _ = model(token, kv_cache=cache)
+    return logits[:, -1, :].float()
+
+
+@functools.cache
+def compiled_decode_step() -> Callable[[GPT, torch.Tensor, KVCache], torch.Tensor]:
+    """decode_step compiled by torch.compile: the whole step is one graph (every shape is fixed, the
+    cache's position is a tensor), so the Python and the launch of ~100 small operations per token go
+    away. It is compiled on its first call, and again whenever what it was compiled for changes (the
+    model's shapes, the batch size, the precision)."""
+    return torch.compile(decode_step, fullgraph=True)
+
+
 @torch.no_grad()
 def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                     top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
-                    generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    generator: torch.Generator | None = None,
+                    compile_step: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (next_token (B, 1), logits (B, vocab)) for each new token after the prompt idx (B, T).
 
     The model never sees more than block_size tokens. When the context is full, the oldest quarter
     is dropped: the model then reads the newest 3/4 * block_size tokens (with the cache: they are
     prefilled into a fresh cache) and grows the window again one token at a time. With and without
     the cache the model sees exactly the same context at every step, so the logits agree.
+    compile_step (with the cache only): each one-token step runs compiled_decode_step; the prompt and
+    each refill of the window still run the model as it is.
     """
+    if compile_step and not use_kv_cache:
+        raise ValueError("a compiled decode step needs the KV cache")
+    step = compiled_decode_step() if compile_step else decode_step
     block_size = model.config.block_size
     keep = max(1, block_size - block_size // 4)
     seq = idx
     start = max(0, seq.size(1) - block_size)  # first token of the context window
     cache = model.new_kv_cache() if use_kv_cache else None
     fed = 0  # with the cache: how many tokens of the window are already in it
+    next_token = seq[:, -1:]  # the token the next step feeds in, once the cache holds the rest
     for _ in range(max_new_tokens):
         if seq.size(1) - start > block_size:  # window full: slide it
             start = seq.size(1) - keep
             fed = 0
-        if cache is not None:
-            if fed == 0:
-                cache.reset()
-            logits, _ = model(seq[:, start + fed:], kv_cache=cache)
-            fed = seq.size(1) - start
+        if cache is not None and fed > 0:  # one new token: the step every later token repeats
+            logits = step(model, next_token, cache)  # not seq[:, -1:], whose strides change every step
+        elif cache is not None:  # the prompt, or a refilled window, into an empty cache
+            cache.reset()
+            logits = model(seq[:, start:], kv_cache=cache)[0][:, -1, :].float()
         else:
-            logits, _ = model(seq[:, start:])
-        logits = logits[:, -1, :].float()
+            logits = model(seq[:, start:])[0][:, -1, :].float()
+        fed = seq.size(1) - start
         next_token = sample_next(logits, temperature, top_k, top_p, generator)
         seq = torch.cat((seq, next_token), dim=1)
         yield next_token, logits
@@ -148,10 +175,25 @@ def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
 @torch.no_grad()
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, compile_step: bool = False) -> torch.Tensor:
     """The prompt idx (B, T) followed by max_new_tokens sampled tokens, (B, T + max_new_tokens)."""
-    steps = generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache, generator)
+    steps = generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache, generator,
+                            compile_step)
     return torch.cat([idx, *(token for token, _ in steps)], dim=1)
+
+
+def warm_up_compiled_step(model: GPT, batch_size: int = 1) -> float:
+    """Compile the decode step for this model and batch size now, by generating two tokens, and return the
+    seconds it took. Raises what torch.compile raises when it cannot compile (no C++ compiler, say).
+    Run under inference_mode, as sample() runs, so that the compiled step is reused rather than compiled
+    again for another grad mode."""
+    device = next(model.parameters()).device
+    prompt = torch.zeros((batch_size, 1), dtype=torch.long, device=device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for _ in generate_tokens(model, prompt, 2, temperature=0, compile_step=True):
+            pass
+    return time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -159,9 +201,10 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
 
 
 def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto",
-         dtype: str = "auto") -> tuple[GPT, Tokenizer]:
+         dtype: str = "auto", compiled: bool = False) -> tuple[GPT, Tokenizer]:
     """Load a model (in eval mode, on `device`, weights in `dtype`) and its tokenizer from a checkpoint file,
-    or an out dir's best.pt. dtype "auto" is device.pick_generation_dtype's choice for the device.
+    or an out dir's best.pt. dtype "auto" is device.pick_generation_dtype's choice for the device and for
+    an eager or a compiled decode step (compiled).
 
     Raises FileNotFoundError or ValueError with a message that says what is wrong with the file.
     """
@@ -181,7 +224,7 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
     except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
         raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
-    return model.to(device, pick_generation_dtype(device, dtype)).eval(), tokenizer
+    return model.to(device, pick_generation_dtype(device, dtype, compiled)).eval(), tokenizer
 
 
 def default_prompt(tokenizer: Tokenizer) -> str:
@@ -220,7 +263,7 @@ class StreamDecoder:
 def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
            temperature: float = DEFAULT_TEMPERATURE, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, use_kv_cache: bool = True, stream: Callable[[str], object] | None = None,
-           drop_unknown: bool = False) -> str:
+           drop_unknown: bool = False, compile_step: bool = False) -> str:
     """Continue `prompt` with max_new_tokens sampled tokens; return the prompt and the continuation as text.
 
     prompt None means default_prompt(tokenizer). temperature 0 is greedy; top_k and top_p narrow the
@@ -228,6 +271,7 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
     stream, if given, is called with each piece of text as soon as it is complete, the prompt first,
     so the pieces joined are the returned text. Characters the tokenizer does not know raise ValueError,
     or are left out with drop_unknown. The model samples in eval mode (no dropout), then gets its mode back.
+    compile_step: run each one-token step compiled (generate_tokens; warm_up_compiled_step compiles it first).
     """
     check_sampling_settings(temperature, top_k, top_p, max_new_tokens)
     if prompt is None:
@@ -243,7 +287,7 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
     try:
         with torch.inference_mode():
             steps = generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache,
-                                    generator)
+                                    generator, compile_step)
             if stream is None:
                 # No per-token .item(): the device can run ahead, and the ids are copied back once.
                 new_ids = torch.cat([token for token, _ in steps], dim=1)[0].tolist()
@@ -323,6 +367,11 @@ def build_parser() -> ArgumentParser:
                         help="precision the weights are stored in for generation (default: auto: on CUDA "
                              "bfloat16, or float16 on GPUs without it; float32 elsewhere, measured faster on "
                              "CPUs; see device.py)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the one-token decode step with torch.compile: seconds to compile once, "
+                             "then faster tokens (default: on when the run generates at least "
+                             f"{COMPILE_PAYS_OFF_AFTER:,} tokens, where it was measured to pay off; "
+                             "docs/generation.md)")
     parser.add_argument("--no-kv-cache", dest="use_kv_cache", action="store_false",
                         help="recompute every past token at every step, slower: the same text in float32; "
                              "in bfloat16 the logits agree to bf16 precision (docs/generation.md)")
@@ -358,17 +407,26 @@ def run(args: argparse.Namespace) -> None:
     check_sampling_settings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     if args.num_samples < 1:
         raise ValueError(f"num-samples must be at least 1, not {args.num_samples}")
+    if args.compile and not args.use_kv_cache:
+        raise ValueError("--compile compiles the step that reads the KV cache: leave out --no-kv-cache")
     device = pick_device(args.device)
-    dtype = pick_generation_dtype(device, args.dtype)
     prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
+    scenes = len(DEMO_PROMPTS) if args.demo else 1
+    compile_step = args.compile
+    if compile_step is None:  # compile where it pays off
+        compile_step = args.use_kv_cache and args.max_new_tokens * args.num_samples * scenes >= COMPILE_PAYS_OFF_AFTER
     path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
-    model, tokenizer = load(path, device, args.dtype)
+    model, tokenizer = load(path, device, args.dtype, compile_step)
     prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
+    if compile_step:
+        compile_step = compile_for_generation(model, device, args)
+    dtype = next(model.parameters()).dtype
     print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
           f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
-          f"KV cache {'on' if args.use_kv_cache else 'off'}", file=sys.stderr)
+          f"KV cache {'on' if args.use_kv_cache else 'off'}, decode step {'compiled' if compile_step else 'eager'}",
+          file=sys.stderr)
     for scene, prompt in enumerate(prompts):
         for i in range(args.num_samples):
             labels = [f"scene {scene + 1} of {len(prompts)}"] if args.demo else []
@@ -379,11 +437,30 @@ def run(args: argparse.Namespace) -> None:
             text = sample(model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_k,
                           args.top_p, None if args.seed is None else args.seed + i, args.use_kv_cache,
                           stream=lambda piece: print(piece, end="", flush=True),
-                          drop_unknown=args.drop_unknown)
+                          drop_unknown=args.drop_unknown, compile_step=compile_step)
             seconds = time.perf_counter() - started
             print("" if text.endswith("\n") else "\n", end="", flush=True)
             print(f"[{args.max_new_tokens} tokens in {seconds:.2f} s: {args.max_new_tokens / seconds:.0f} tokens/s]",
                   file=sys.stderr, flush=True)
+
+
+def compile_for_generation(model: GPT, device: torch.device, args: argparse.Namespace) -> bool:
+    """Compile the decode step before the first sample, saying how long it took; return whether it is
+    compiled. If torch.compile fails (it needs a C++ compiler on a CPU), --compile is an error, while the
+    automatic choice says so and generates eagerly, in the precision the eager step uses."""
+    try:
+        seconds = warm_up_compiled_step(model)
+    except Exception as error:  # torch.compile's failures come in many types (a compiler missing, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if args.compile:
+            raise ValueError(f"torch.compile could not compile the decode step ({reason}); "
+                             "run without --compile") from error
+        print(f"torch.compile could not compile the decode step ({reason}): generating without it",
+              file=sys.stderr)
+        model.to(pick_generation_dtype(device, args.dtype))
+        return False
+    print(f"[compiled the decode step in {seconds:.1f} s]", file=sys.stderr, flush=True)
+    return True
 
 
 def silence_closed_stdout() -> None:

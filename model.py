@@ -48,7 +48,9 @@ class GPTConfig:
     n_layer: int = 6  # number of transformer blocks; 0: the embedding feeds the head directly (a bigram model)
     n_head: int = 6  # attention heads per block
     n_embd: int = 384  # width of the residual stream
-    dropout: float = 0.2  # dropout on embeddings, attention weights and residual branches (training only)
+    dropout: float = 0.2  # dropout on the embeddings and on every residual branch's output (training only)
+    attn_dropout: float | None = None  # dropout on the attention weights; None: the same as dropout. Above 0 it
+    # rules out the fused attention kernel on the CPU, where it costs about a third of a training step
     bias: bool = True  # biases in linear layers and norms
     norm: str = "layernorm"  # "layernorm" | "rmsnorm" | "none" (every norm an identity)
     mlp: str = "relu"  # "relu" | "gelu" | "swiglu" | "none" (no feed-forward sublayer: attention only)
@@ -74,8 +76,15 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"RoPE needs an even head size, but n_embd/n_head = {self.n_embd // self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        for name in ("dropout", "attn_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), not {value}")
+
+    @property
+    def attention_dropout(self) -> float:
+        """The dropout applied to the attention weights: attn_dropout, or dropout where it is None."""
+        return self.dropout if self.attn_dropout is None else self.attn_dropout
 
     @property
     def head_dim(self) -> int:
@@ -103,15 +112,19 @@ class GPTConfig:
         return cls(**{**PRESETS[name], **overrides})
 
 
+# The presets never drop attention weights (attn_dropout 0, as LLaMA, Qwen and nanochat, which use no dropout
+# at all; GPT-2 dropped them at 0.1): on the CPU that rules out the fused attention kernel and costs about a
+# third of a training step. The 10M ones drop 20% of the embeddings and of every residual branch's output.
+# What attention dropout does to the val loss is measured in docs/results.md (attention dropout).
 PRESETS: dict[str, dict] = {
     # GPT-2 era: LayerNorm, ReLU FFN (4x), learned positions, biases. 10.77M parameters.
-    "vanilla": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=True,
+    "vanilla": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, attn_dropout=0.0, bias=True,
                     norm="layernorm", mlp="relu", pos="learned"),
     # LLaMA/Qwen style: RMSNorm, SwiGLU (384 -> 1024 -> 384), RoPE, no biases. 10.65M parameters.
-    "modern": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False,
+    "modern": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, attn_dropout=0.0, bias=False,
                    norm="rmsnorm", mlp="swiglu", pos="rope"),
     # CPU-sized modern model that learns recognisable Shakespeare in a few minutes on a laptop.
-    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.0, bias=False,
+    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.0, attn_dropout=0.0, bias=False,
                   norm="rmsnorm", mlp="swiglu", pos="rope"),
 }
 
@@ -162,42 +175,53 @@ def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, so each new token costs one step.
 
-    Storage for block_size positions is allocated on the first update (with the dtype and device of
-    the keys, so it follows autocast). `pos` is how many positions are filled; GPT.forward reads it to
-    place new tokens and advances it after the last layer.
+    Storage for max_len positions is allocated on the first update (with the dtype and device of the
+    keys, so it follows autocast), zeroed, and its shape never changes: an update writes the new keys
+    and values at their positions and returns the whole storage, with the mask that hides every
+    position a query may not see (later ones, and those not written yet). So every decode step runs
+    the same shapes, which is what lets generate.py compile it once (the approach of PyTorch's gpt-fast).
+    `pos` is how many positions are filled, a 0-d tensor on the model's device (a compiled step reads
+    it without being compiled again for each value); GPT.forward advances it after the last layer.
     """
 
-    def __init__(self, n_layer: int, max_len: int):
+    def __init__(self, n_layer: int, max_len: int, device: torch.device | str = "cpu"):
         self.n_layer = n_layer
         self.max_len = max_len
-        self.pos = 0
-        self.k: torch.Tensor | None = None  # (n_layer, B, nh, max_len, hs)
-        self.v: torch.Tensor | None = None
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        self.k: list[torch.Tensor] = []  # n_layer tensors (B, nh, max_len, hs)
+        self.v: list[torch.Tensor] = []
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this layer's new keys/values (B, nh, T, hs); return all of them so far (B, nh, pos+T, hs)."""
-        if self.k is None:
-            shape = (self.n_layer, *k.shape[:2], self.max_len, k.size(3))
-            self.k = torch.empty(shape, dtype=k.dtype, device=k.device)
-            self.v = torch.empty(shape, dtype=v.dtype, device=v.device)
-        end = self.pos + k.size(2)
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+    def positions(self, n_new: int) -> torch.Tensor:
+        """The positions (n_new,) the next n_new tokens go to."""
+        return self.pos + torch.arange(n_new, device=self.pos.device)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys/values (B, nh, T, hs) at positions pos .. pos+T-1; return the whole
+        storage (B, nh, max_len, hs) for keys and values, and the (T, max_len) mask of what each new
+        query may see."""
+        if not self.k:
+            shape = (*k.shape[:2], self.max_len, k.size(3))
+            # zeros: the positions not written yet are masked, and must not hold NaN, which masking keeps
+            self.k = [torch.zeros(shape, dtype=k.dtype, device=k.device) for _ in range(self.n_layer)]
+            self.v = [torch.zeros(shape, dtype=v.dtype, device=v.device) for _ in range(self.n_layer)]
+        positions = self.positions(k.size(2))
+        self.k[layer].index_copy_(2, positions, k)
+        self.v[layer].index_copy_(2, positions, v)
+        return self.k[layer], self.v[layer], causal_mask(positions, self.max_len)
 
     def reset(self) -> None:
-        """Forget every stored position (the storage is kept for reuse)."""
-        self.pos = 0
+        """Forget every stored position (the storage is kept for reuse; what it holds is masked)."""
+        self.pos.zero_()
 
 
-def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor:
-    """Boolean (n_query, n_key) mask, True where attention is allowed.
+def causal_mask(positions: torch.Tensor, n_key: int) -> torch.Tensor:
+    """Boolean (len(positions), n_key) mask, True where attention is allowed: the query at position p
+    may see keys 0 .. p.
 
-    The queries are the last n_query of n_key positions, so query i may see keys 0 .. n_key-n_query+i.
-    (SDPA's is_causal=True aligns the triangle top-left, which is only right when n_query == n_key.)
+    (SDPA's is_causal=True aligns the triangle top-left, which is only right when the queries start at
+    position 0: wrong for tokens added after a cached prefix.)
     """
-    offset = n_key - n_query
-    return torch.ones(n_query, n_key, dtype=torch.bool, device=device).tril(diagonal=offset)
+    return torch.arange(n_key, device=positions.device) <= positions[:, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -207,11 +231,11 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.layer = layer
         self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.dropout = config.attention_dropout
         self.fused = config.attention == "fused"
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.dropout)
+        self.attn_dropout = nn.Dropout(config.attention_dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
@@ -223,21 +247,19 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if rope is not None:
             q, k = apply_rotary_emb(q, *rope), apply_rotary_emb(k, *rope)
+        mask = None  # without a cache: the plain causal triangle
         if kv_cache is not None:
-            k, v = kv_cache.update(self.layer, k, v)  # (B, nh, Tk, hs), Tk = cached + T
-        Tk = k.size(2)
+            k, v, mask = kv_cache.update(self.layer, k, v)  # (B, nh, max_len, hs); mask (T, max_len)
         dropout = self.dropout if self.training else 0.0
-        if self.fused:
-            if T == Tk:  # no cached prefix: the plain causal triangle
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-            elif T == 1:  # one new token may see every cached key
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-            else:  # several new tokens after a cached prefix
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, Tk, x.device),
-                                                   dropout_p=dropout)
+        # One query (a decode step) takes the written-out math: two matrix-vector products, cheaper than the
+        # fused kernel's set-up on a CPU, and one graph torch.compile can fuse (docs/generation.md).
+        if self.fused and T > 1:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
         else:
+            if mask is None:
+                mask = causal_mask(torch.arange(T, device=x.device), T)
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, Tk)
-            scores = scores.masked_fill(~causal_mask(T, Tk, x.device), float("-inf"))
+            scores = scores.masked_fill(~mask, float("-inf"))
             weights = self.attn_dropout(F.softmax(scores.float(), dim=-1).type_as(q))
             y = weights @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
@@ -346,8 +368,8 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def new_kv_cache(self) -> KVCache:
-        """An empty KV cache for this model, holding up to block_size positions."""
-        return KVCache(self.config.n_layer, self.config.block_size)
+        """An empty KV cache for this model, holding up to block_size positions, on the model's device."""
+        return KVCache(self.config.n_layer, self.config.block_size, self.lm_head.weight.device)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -357,15 +379,18 @@ class GPT(nn.Module):
         attend to every cached position, and are added to the cache.
         """
         B, T = idx.shape
-        start = kv_cache.pos if kv_cache is not None else 0
+        # A compiled decode step checks only T: reading the cache's position back would break its graph
+        # (generate.py never lets the cache overflow).
+        start = 0 if kv_cache is None or torch.compiler.is_compiling() else int(kv_cache.pos)
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} positions exceed the model's block_size of {self.config.block_size}")
+        positions = torch.arange(T, device=idx.device) if kv_cache is None else kv_cache.positions(T)
         x = self.transformer.wte(idx)  # (B, T, C)
         rope = None
         if self.config.pos == "learned":
-            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+            x = x + self.transformer.wpe(positions)
         elif self.config.pos == "rope":
-            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])  # (T, hs/2) each
+            rope = (self.rope_cos[positions], self.rope_sin[positions])  # (T, hs/2) each
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, rope, kv_cache)

@@ -61,8 +61,8 @@ RECIPES: dict[str, dict] = {
 }
 
 # The flags that are GPTConfig fields: they override the preset's values, and a resumed run keeps them.
-ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "norm", "mlp", "pos",
-                      "residual", "tie_embeddings", "attention")
+ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "attn_dropout", "bias", "norm", "mlp",
+                      "pos", "residual", "tie_embeddings", "attention")
 
 
 def finite_float(text: str) -> float:
@@ -179,7 +179,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-head", type=int)
     group.add_argument("--n-embd", type=int)
     group.add_argument("--block-size", type=int, help="context length in tokens")
-    group.add_argument("--dropout", type=finite_float)
+    group.add_argument("--dropout", type=finite_float, help="on the embeddings and every residual branch")
+    group.add_argument("--attn-dropout", type=finite_float,
+                       help="on the attention weights; above 0 the CPU cannot use the fused kernel")
     group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--attention", choices=ATTENTIONS, help="fused kernel or the written-out math")
 

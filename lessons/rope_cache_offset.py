@@ -40,7 +40,7 @@ class ForgetsTheOffset(GPT):
     each new token is rotated as if it were the first. Without a cache (training) nothing changes."""
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None):
-        start = kv_cache.pos if kv_cache is not None else 0
+        start = int(kv_cache.pos) if kv_cache is not None else 0
         cos, sin = self.rope_cos, self.rope_sin
         # GPT.forward reads the tables at rows start..start+T; rolled by start, those rows hold rows 0..T.
         self.rope_cos, self.rope_sin = cos.roll(start, dims=0), sin.roll(start, dims=0)

@@ -1,4 +1,5 @@
-"""What generation must guarantee: the KV cache changes the speed and never the text, top-k and top-p
+"""What generation must guarantee: the KV cache and the compiled decode step change the speed and never the
+text, top-k and top-p
 keep exactly the candidates their rules name, temperature 0 is argmax, a seed repeats a sample, the
 streamed text is the returned text, and every mistake on the command line is one clear error line."""
 
@@ -13,7 +14,16 @@ import torch
 import device
 import generate
 from checkpoint import make_checkpoint, save_checkpoint
-from generate import StreamDecoder, default_prompt, filter_logits, generate_tokens, load, sample, sample_next
+from generate import (
+    StreamDecoder,
+    default_prompt,
+    filter_logits,
+    generate_tokens,
+    load,
+    sample,
+    sample_next,
+    warm_up_compiled_step,
+)
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -67,6 +77,28 @@ def test_text_is_identical_with_and_without_cache(preset, prompt_len, new_tokens
         given_a_cache.clear()
         assert cached == uncached, settings
         assert cached.startswith(prompt) and len(cached) == prompt_len + new_tokens
+
+
+@pytest.mark.slow  # torch.compile takes seconds for each model
+@pytest.mark.parametrize("preset", ["vanilla", "modern"])
+def test_compiled_decode_step_gives_the_greedy_tokens_of_the_eager_step_and_of_no_cache(preset):
+    model = tiny_model(preset)
+    prompt = torch.randint(65, (2, 6), generator=torch.Generator().manual_seed(0))  # a batch of two
+    # 80 new tokens after 6: the 32-token window slides, and each slide refills the cache eagerly.
+    eager = generate.generate(model, prompt, 80, temperature=0)
+    assert torch.equal(eager, generate.generate(model, prompt, 80, temperature=0, use_kv_cache=False))
+    assert torch.equal(eager, generate.generate(model, prompt, 80, temperature=0, compile_step=True))
+
+
+@pytest.mark.slow  # torch.compile takes seconds
+def test_the_decode_step_is_compiled_once_for_every_position_and_every_window_slide(tokenizer):
+    # The cache's shapes never change and its position is a tensor, so nothing the compiled step was
+    # compiled for changes from one token to the next: compiling again would cost seconds per token.
+    model = tiny_model("modern")
+    warm_up_compiled_step(model)
+    with torch.compiler.set_stance("fail_on_recompile"):  # raises if a step would be compiled again
+        compiled = sample(model, tokenizer, "ROMEO:", 100, temperature=1.0, seed=0, compile_step=True)
+    assert compiled == sample(model, tokenizer, "ROMEO:", 100, temperature=1.0, seed=0)
 
 
 def candidates(logits: list[float], draws: int = 4000, **settings) -> set[int]:
