@@ -29,6 +29,8 @@ import math
 import torch
 from torch.optim.adamw import adamw  # the update torch.optim.AdamW makes, as a function
 
+OPTIMIZERS = ("adamw", "muon")  # train.py --optimizer
+
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """About U V^T for matrix = U S V^T: a quintic Newton-Schulz iteration, x <- a x + b (x x^T) x +
