@@ -199,7 +199,8 @@ def bench_train(args: argparse.Namespace) -> dict:
                      if (value := getattr(args, name)) is not None}
         config = GPTConfig.from_preset(preset, **overrides)
         raw_model = GPT(config).to(device)
-        optimizer = train.make_optimizer(raw_model, settings.lr, settings.weight_decay, settings.beta2, device)
+        optimizer = train.make_optimizer(raw_model, settings.lr, settings.weight_decay, settings.beta2, device,
+                                         settings.optimizer)
         model = torch.compile(raw_model) if compile_model else raw_model
         scaler = grad_scaler(device, dtype)
         sequences = batch_size * settings.grad_accum
@@ -262,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = subparsers.add_parser(
         "train", parents=[common], help="training tokens/s, and model FLOPs utilisation on known GPUs",
-        description="Training tokens/s (forward, backward, AdamW step) for the 10M presets with random data, "
+        description="Training tokens/s (forward, backward, optimizer step) for the 10M presets with random data, "
                     "with the device's training precision. MFU uses PEAK_BF16_FLOPS; 'unknown' for other devices.")
     train.add_argument("--preset", nargs="+", choices=list(PRESETS), default=list(TEN_MILLION_PRESETS),
                        help="model preset(s) to measure (default: vanilla modern)")

@@ -6,7 +6,7 @@ A checkpoint is a plain dict of tensors and containers (so torch.load(weights_on
 
     model, config, tokenizer       the weights, asdict(GPTConfig) and the tokenizer's state: all that
                                    generation needs (make_checkpoint(model, tokenizer))
-    optimizer, rng, args           from a training run: AdamW's state, the batch sampler's and every
+    optimizer, rng, args           from a training run: the optimizer's state, the batch sampler's and every
                                    process's dropout random state, and the run's settings
     step, best_val_loss, ...       the fields of RunState: where the run stands
 

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from data import DATA_ENV_VAR
 from device import pick_device
 from model import ATTENTIONS, MLPS, NORMS, POSITIONS, PRESETS, GPTConfig
+from optim import OPTIMIZERS
 from tokenizer import TOKENIZER_KINDS
 
 # The small preset's size, for recipes that train other presets at that size (the swap experiments).
@@ -96,6 +97,10 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     group.add_argument("--vocab-size", type=int, help="BPE vocabulary, 256 bytes + merges (no default: bpe needs it)")
     add_model_flags(parser)
     group = parser.add_argument_group("optimisation")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+                       help="adamw: AdamW for every parameter; muon: Muon (optim.py) for the blocks'\n"
+                            "matrices, AdamW for the embeddings and vectors, with the same --lr and\n"
+                            "--weight-decay (default: %(default)s)")
     group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
     group.add_argument("--grad-accum", type=int, default=1,
                        help="micro-batches per optimizer step (default: %(default)s)")
@@ -104,7 +109,7 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     group.add_argument("--min-lr", type=finite_float, help="learning rate at the end of the cosine decay")
     group.add_argument("--warmup-iters", type=int, help="steps of linear warmup")
     group.add_argument("--weight-decay", type=finite_float, default=0.1,
-                       help="AdamW weight decay on matrices (default: %(default)s)")
+                       help="weight decay on matrices (default: %(default)s)")
     group.add_argument("--beta2", type=finite_float, help="AdamW beta2")
     group.add_argument("--grad-clip", type=finite_float, default=1.0,
                        help="clip the gradient norm; 0: off (default: %(default)s)")
@@ -229,6 +234,11 @@ def resume_settings(settings: argparse.Namespace, saved: dict, given: set[str], 
     or refused with ValueError. --batch-size may change with the number of processes (world; saved_world
     when the run was saved) as long as the global batch stays the same: the run moves between one process
     and several. Model fields are checked against the saved model by checkpoint.check_resumable."""
+    # A flag added after the run was saved is read as its own default, the behaviour from before it existed
+    # (a run saved before --optimizer trained with AdamW), so giving it another value is refused like any.
+    parser = build_parser()
+    defaults = {name: parser.get_default(name) for name in vars(settings)}
+    saved = {name: value for name, value in defaults.items() if value is not None} | saved
     changes = []
     for name, saved_value in saved.items():
         if name in NOT_SAVED_WITH_THE_RUN or name in ARCHITECTURE_FLAGS or not hasattr(settings, name):

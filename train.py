@@ -6,6 +6,7 @@ Train a tinygpt model, from raw text to a checkpoint and a generated sample.
     python train.py --preset modern --pos learned    # change one part and measure its effect
     python train.py --data my_text.txt               # any UTF-8 text, with its own vocabulary
     python train.py --tokenizer bpe --vocab-size 768 # byte-level BPE learned from the training split
+    python train.py --optimizer muon                 # Muon for the blocks' matrices (optim.py), AdamW for the rest
     python train.py --resume                         # continue the run in --out-dir
     python train.py --recipe swaps-cpu               # a named recipe from settings.py
     torchrun --standalone --nproc_per_node=2 train.py  # data parallel on 2 GPUs (or CPU processes)
@@ -43,6 +44,7 @@ import settings
 from device import autocast, check_fits_in_memory, describe_device, grad_scaler, pick_device, pick_dtype, synchronize
 from generate import print_sample, silence_closed_stdout
 from model import GPT, GPTConfig
+from optim import MuonAdamW
 from progress import Clock, Progress, format_seconds
 from tokenizer import bits_per_char
 
@@ -58,13 +60,24 @@ def get_lr(step: int, lr: float, min_lr: float, warmup_iters: int, max_iters: in
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, beta2: float,
-                   device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (linear and embedding weights) only, not on biases or norms."""
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=device.type == "cuda")
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, beta2: float, device: torch.device,
+                   optimizer: str = "adamw") -> torch.optim.Optimizer:
+    """AdamW ("adamw"), or Muon for the blocks' matrices and AdamW for the rest ("muon", see optim.py). Weight
+    decay applies to matrices (linear and embedding weights) only, not to biases or norms."""
+    named = dict(model.named_parameters())  # the tied head is the embedding: listed once, as transformer.wte
+    matrices = {name: p for name, p in named.items() if p.dim() >= 2}
+    vectors = [p for p in named.values() if p.dim() < 2]
+    fused = device.type in ("cuda", "cpu")  # PyTorch's fused AdamW: each update in one kernel, not a dozen ops
+    if optimizer == "adamw":
+        groups = [{"params": list(matrices.values()), "weight_decay": weight_decay},
+                  {"params": vectors, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=fused)
+    block_matrices = [p for name, p in matrices.items() if name.startswith("transformer.h.")]
+    embeddings_and_head = [p for name, p in matrices.items() if not name.startswith("transformer.h.")]
+    groups = [{"params": block_matrices, "algorithm": "muon", "weight_decay": weight_decay},
+              {"params": embeddings_and_head, "algorithm": "adamw", "weight_decay": weight_decay},
+              {"params": vectors, "algorithm": "adamw", "weight_decay": 0.0}]
+    return MuonAdamW(groups, lr=lr, weight_decay=weight_decay, beta2=beta2, fused=fused)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -72,7 +85,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
                dtype: torch.dtype = torch.float32, rank: int = 0, world: int = 1) -> torch.Tensor:
     """One optimizer step on the batch x, y (grad_accum * world micro-batches): this process takes its own
     slices, accumulates their gradients (all-reduced across processes on the last one only), clips them
-    and steps AdamW at learning rate lr. Returns this process's mean loss, left on the device."""
+    and steps the optimizer at learning rate lr. Returns this process's mean loss, left on the device."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     micro_batch = x.size(0) // (grad_accum * world)
@@ -134,7 +147,7 @@ class Run:
     corpus: data.Corpus
     raw_model: GPT  # the plain model: what is evaluated and saved
     model: nn.Module | None  # what trains: raw_model, compiled and/or wrapped in DDP
-    optimizer: torch.optim.AdamW
+    optimizer: torch.optim.Optimizer  # AdamW, or optim.MuonAdamW
     scaler: torch.amp.GradScaler
     batch_generator: torch.Generator
     state: checkpoint.RunState
@@ -189,7 +202,7 @@ def set_up(args: argparse.Namespace, processes: distributed.Processes, given: se
 
     torch.manual_seed(args.seed + processes.rank)  # weights are the same on every rank: DDP broadcasts rank 0's
     raw_model = GPT(config).to(device)
-    optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, args.beta2, device)
+    optimizer = make_optimizer(raw_model, args.lr, args.weight_decay, args.beta2, device, args.optimizer)
     batch_generator = torch.Generator().manual_seed(args.seed)  # same on every rank; each takes its slice
     if saved:
         state = checkpoint.restore_training(saved, raw_model, optimizer, batch_generator, processes.rank, args.seed,

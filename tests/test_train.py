@@ -32,6 +32,7 @@ import train
 from checkpoint import load_checkpoint, save_checkpoint
 from device import grad_scaler
 from model import GPT, GPTConfig, RMSNorm
+from optim import OPTIMIZERS
 from tokenizer import tokenizer_from_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,25 +141,27 @@ def test_checkpoints_load_safely_and_hold_everything_a_resume_needs(finished_run
 # Resuming and accumulating change nothing
 
 
-@pytest.fixture(scope="module")
-def uninterrupted_run(corpus_path, tmp_path_factory) -> Path:
-    out_dir = tmp_path_factory.mktemp("uninterrupted")
-    train.main(flags(corpus_path, out_dir, max_iters=12, dropout=0.1))
-    return out_dir
+# Each optimizer's state (AdamW's moments, Muon's momentum) must come back from the checkpoint.
+@pytest.fixture(scope="module", params=OPTIMIZERS)
+def uninterrupted_run(request, corpus_path, tmp_path_factory) -> tuple[Path, dict]:
+    # Dropout is on, so the run only matches if the random state for dropout is restored too.
+    settings = dict(max_iters=12, dropout=0.1, optimizer=request.param)
+    out_dir = tmp_path_factory.mktemp(f"uninterrupted-{request.param}")
+    train.main(flags(corpus_path, out_dir, **settings))
+    return out_dir, settings
 
 
 # Stopping at an evaluation step and between two of them fail in different ways: the first must not
 # evaluate and log that step twice, the second must carry the half-finished interval's train loss.
 @pytest.mark.parametrize("stop_after", [4, 6], ids=["at-an-evaluation", "between-evaluations"])
 def test_resume_matches_uninterrupted_run(corpus_path, tmp_path, uninterrupted_run, stop_after):
-    # Dropout is on, so the run only matches if the random state for dropout is restored too.
-    settings = dict(max_iters=12, dropout=0.1)
+    uninterrupted, settings = uninterrupted_run
     train.main(flags(corpus_path, tmp_path, stop_after_iters=stop_after, **settings))
     assert load_checkpoint(tmp_path / "last.pt")["step"] == stop_after
     summary = train.main(flags(corpus_path, tmp_path, resume=True, **settings))
     assert summary["steps"] == 12
-    assert_same_losses(read_metrics(tmp_path), read_metrics(uninterrupted_run))
-    assert_same_weights(tmp_path / "last.pt", uninterrupted_run / "last.pt")
+    assert_same_losses(read_metrics(tmp_path), read_metrics(uninterrupted))
+    assert_same_weights(tmp_path / "last.pt", uninterrupted / "last.pt")
 
 
 def test_grad_accum_of_n_micro_batches_equals_one_batch_n_times_larger(corpus_path, tmp_path):
@@ -368,10 +371,12 @@ def test_lr_decays_along_a_cosine_to_min_lr_at_max_iters():
     assert train.get_lr(500, **SCHEDULE) == pytest.approx(0.1)  # and stays there if training goes on
 
 
+@pytest.mark.parametrize("kind", OPTIMIZERS)
 @pytest.mark.parametrize("norm,bias", [("layernorm", True), ("rmsnorm", False)])
-def test_weight_decay_applies_to_matrices_only(norm, bias):
+def test_weight_decay_applies_to_matrices_only(norm, bias, kind):
     model = GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32, norm=norm, bias=bias))
-    optimizer = train.make_optimizer(model, lr=1e-3, weight_decay=0.1, beta2=0.99, device=torch.device("cpu"))
+    optimizer = train.make_optimizer(model, lr=1e-3, weight_decay=0.1, beta2=0.99, device=torch.device("cpu"),
+                                     optimizer=kind)
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
     not_decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] == 0 for p in group["params"]}
 
