@@ -30,7 +30,7 @@ import torch
 import train
 from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, pick_generation_dtype, synchronize
 from generate import generate_tokens, silence_closed_stdout, warm_up_compiled_step
-from model import GPT, PRESETS, GPTConfig
+from model import ATTENTIONS, GPT, PRESETS, GPTConfig
 from results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
 from settings import RECIPES, apply_recipe, parse_args
 
@@ -195,7 +195,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
-        overrides = {name: value for name in ("block_size", "dropout", "attn_dropout")
+        overrides = {name: value for name in ("block_size", "dropout", "attn_dropout", "attention")
                      if (value := getattr(args, name)) is not None}
         config = GPTConfig.from_preset(preset, **overrides)
         raw_model = GPT(config).to(device)
@@ -214,24 +214,25 @@ def bench_train(args: argparse.Namespace) -> dict:
         mfu = tokens_per_second * flops_per_token(config, params) / peak if peak else None
         ceiling = matmul_rate / flops_per_token(config, params)  # tokens/s if every FLOP ran at the matmul rate
         measurements.append({"preset": preset, "params": params, "dropout": config.dropout,
-                             "attn_dropout": config.attention_dropout, "tokens_per_s": round(tokens_per_second, 1),
+                             "attn_dropout": config.attention_dropout, "attention": config.attention,
+                             "tokens_per_s": round(tokens_per_second, 1),
                              "first_step_s": round(first_step, 2), "mfu": None if mfu is None else round(mfu, 4),
                              "flops_per_token": flops_per_token(config, params),
                              "matmul_ceiling_tokens_per_s": round(ceiling, 1),
                              "fraction_of_ceiling": round(tokens_per_second / ceiling, 3)})
         rows.append([preset, f"{params / 1e6:.2f}M", f"{config.dropout:g} / {config.attention_dropout:g}",
-                     info["dtype"], "on" if compile_model else "off", f"{tokens_per_second:,.0f}",
+                     config.attention, info["dtype"], "on" if compile_model else "off", f"{tokens_per_second:,.0f}",
                      f"{ceiling:,.0f}", f"{tokens_per_second / ceiling:.0%}", f"{first_step:.1f}",
                      "unknown" if mfu is None else f"{mfu:.1%}"])
         say(f"{preset}: {tokens_per_second:,.0f} tokens/s, {tokens_per_second / ceiling:.0%} of the {ceiling:,.0f} "
             f"tokens/s the matmul rate allows")
-    table = "\n".join(markdown_table(["preset", "params", "dropout / attention", "autocast", "compile",
+    table = "\n".join(markdown_table(["preset", "params", "dropout / on attention", "attention", "autocast", "compile",
                                       "train tok/s", "matmul ceiling tok/s", "of the ceiling", "first step s",
                                       "MFU"], rows))
     measured_with = {"recipe": settings.recipe, "batch_size": batch_size, "grad_accum": settings.grad_accum,
                      "block_size": config.block_size, "steps": args.steps, "warmup_steps": args.warmup_steps,
                      "compile": compile_model, "peak_flops": peak, "matmul_flops_per_s": round(matmul_rate),
-                     "optimizer": settings.optimizer if hasattr(settings, "optimizer") else "adamw"}
+                     "optimizer": settings.optimizer}
     return {"benchmark": "train", **info, "settings": measured_with, "results": measurements, "table": table}
 
 
@@ -280,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, default=None,
                        help="dropout on embeddings and residual branches for every preset (default: the preset's "
                             "own, as train.py --preset uses)")
+    train.add_argument("--attention", choices=ATTENTIONS, default=None,
+                       help="attention path for every preset (default: the preset's own, auto: fused on a GPU, "
+                            "written out on a CPU)")
     train.add_argument("--attn-dropout", type=float, default=None,
                        help="dropout on the attention weights for every preset (default: the preset's own, 0; "
                             "above 0 the CPU cannot use the fused attention kernel)")

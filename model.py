@@ -38,7 +38,7 @@ from checkpoint import load_checkpoint
 NORMS = ("layernorm", "rmsnorm", "none")
 MLPS = ("relu", "gelu", "swiglu", "none")
 POSITIONS = ("learned", "rope", "none")
-ATTENTIONS = ("fused", "manual")
+ATTENTIONS = ("auto", "fused", "manual")
 
 
 @dataclass
@@ -60,7 +60,8 @@ class GPTConfig:
     tie_embeddings: bool = True  # the output head reuses the token embedding matrix
     mlp_hidden: int | None = None  # FFN hidden width; None: 4*n_embd, or about 8/3*n_embd for SwiGLU
     norm_eps: float = 1e-5  # added inside the norm's square root to avoid dividing by zero
-    attention: str = "fused"  # "fused" (scaled_dot_product_attention) | "manual" (written out)
+    attention: str = "auto"  # "fused" (scaled_dot_product_attention) | "manual" (written out) | "auto": fused
+    # on a GPU, written out on a CPU, where PyTorch's fused kernel is the slower one (docs/model.md)
 
     def __post_init__(self) -> None:
         for name, value, choices in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
@@ -232,7 +233,7 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
         self.n_head = config.n_head
         self.dropout = config.attention_dropout
-        self.fused = config.attention == "fused"
+        self.attention = config.attention
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.attention_dropout)
@@ -251,16 +252,18 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v, mask = kv_cache.update(self.layer, k, v)  # (B, nh, max_len, hs); mask (T, max_len)
         dropout = self.dropout if self.training else 0.0
-        # One query (a decode step) takes the written-out math: two matrix-vector products, cheaper than the
-        # fused kernel's set-up on a CPU, and one graph torch.compile can fuse (docs/generation.md).
-        if self.fused and T > 1:
+        # "auto" writes attention out on a CPU: PyTorch's fused CPU kernel runs its small per-head products
+        # far below the machine's matmul rate (so in bf16 the written-out math trains faster, docs/model.md),
+        # and a compiled decode step can fuse the written-out math, not the kernel.
+        if self.attention == "fused" or (self.attention == "auto" and x.device.type != "cpu"):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
         else:
             if mask is None:
                 mask = causal_mask(torch.arange(T, device=x.device), T)
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, Tk)
             scores = scores.masked_fill(~mask, float("-inf"))
-            weights = self.attn_dropout(F.softmax(scores.float(), dim=-1).type_as(q))
+            # In bf16 no upcast is needed: PyTorch's softmax sums in float32 and rounds only its output.
+            weights = self.attn_dropout(F.softmax(scores, dim=-1))
             y = weights @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))

@@ -15,12 +15,13 @@ from model import GPT, PRESETS, GPTConfig, apply_rotary_emb
 from tokenizer import CharTokenizer
 
 
-def tiny_model(preset: str, seed: int = 0) -> GPT:
+def tiny_model(preset: str, seed: int = 0, attention: str = "auto") -> GPT:
     """A 2-layer model with a preset's switches, 3 heads of 8 channels, and weights large enough that
     attention is far from uniform (so a wrong mask or scale would show)."""
     switches = {name: PRESETS[preset][name] for name in ("norm", "mlp", "pos", "bias")}
     torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=3, n_embd=24, dropout=0.1, **switches)
+    config = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=3, n_embd=24, dropout=0.1, attention=attention,
+                       **switches)
     model = GPT(config)
     with torch.no_grad():
         for param in model.parameters():
@@ -79,9 +80,9 @@ def test_trace_attention_rows_sum_to_one_and_never_see_the_future(preset):
 
 @pytest.mark.parametrize("preset", ["vanilla", "modern"])
 def test_trace_logits_equal_the_models_forward(preset):
-    model = tiny_model(preset).eval()
+    model = tiny_model(preset, attention="fused").eval()
     ids = list(range(5, 30))
-    expected, _ = model(torch.tensor([ids]))  # the fused attention kernel, as generation runs it
+    expected, _ = model(torch.tensor([ids]))  # PyTorch's fused attention kernel, not the written-out math
     torch.testing.assert_close(trace(model, ids).logits, expected[0], atol=1e-4, rtol=1e-4)
 
 
@@ -104,11 +105,11 @@ def test_a_model_with_no_blocks_traces_to_its_logits_and_no_attention():
 
 
 def test_trace_leaves_the_model_as_it_was():
-    model = tiny_model("modern").train()
+    model = tiny_model("modern", attention="fused").train()
     trace(model, [1, 2, 3])
     assert model.training
     for block in model.transformer.h:
-        assert block.attn.fused
+        assert block.attn.attention == "fused"
         assert not block.attn.attn_dropout._forward_hooks and not block._forward_hooks
     assert not model.transformer.drop._forward_hooks
 
