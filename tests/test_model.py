@@ -9,7 +9,7 @@ import torch
 
 from checkpoint import make_checkpoint, save_checkpoint
 from generate import generate, generate_tokens
-from model import GPT, MLP, MLPS, NORMS, POSITIONS, GPTConfig, SwiGLU, apply_rotary_emb, rope_tables
+from model import GPT, MLP, MLPS, NORMS, POSITIONS, Dropout, GPTConfig, SwiGLU, apply_rotary_emb, rope_tables
 from tokenizer import CharTokenizer
 
 ALL_SWITCHES = list(itertools.product(NORMS, MLPS, POSITIONS))
@@ -129,6 +129,31 @@ def test_hand_written_attention_equals_fused_attention(pos):
         out_fused, _ = fused(idx[:, start:end], kv_cache=caches[0])
         out_manual, _ = manual(idx[:, start:end], kv_cache=caches[1])
         assert (out_fused - out_manual).abs().max() <= 1e-5
+
+
+def test_dropout_zeroes_a_fraction_p_and_keeps_the_expected_value():
+    torch.manual_seed(0)
+    dropout = Dropout(0.2).train()
+    x = torch.full((1000, 1000), 3.0)
+    y = dropout(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.2) < 0.002  # a million draws: the fraction is within 0.002
+    assert torch.equal(y[kept], torch.full_like(y[kept], 3.0 / 0.8))  # the kept ones scaled by 1/(1-p)
+    assert abs(y.mean().item() - 3.0) < 0.01
+    assert dropout.eval()(x) is x  # eval mode: the identity
+
+
+def test_attention_dropout_follows_dropout_unless_set_and_the_presets_turn_it_off():
+    assert GPTConfig(dropout=0.3).attention_dropout == 0.3  # and so do checkpoints saved before the field
+    assert GPTConfig(dropout=0.3, attn_dropout=0.1).attention_dropout == 0.1
+    for preset in ("vanilla", "modern", "small"):
+        assert GPTConfig.from_preset(preset).attention_dropout == 0.0
+    idx = torch.randint(0, 23, (2, 16))
+    for attention in ("fused", "manual"):  # training mode, dropout only on the attention weights
+        dropped = tiny_model(attention=attention, dropout=0.0, attn_dropout=0.5).train()
+        assert not torch.equal(dropped(idx)[0], dropped(idx)[0])  # each call draws another mask
+        kept = tiny_model(attention=attention, dropout=0.0, attn_dropout=0.0).train()
+        assert torch.equal(kept(idx)[0], kept(idx)[0])
 
 
 def test_rope_score_depends_only_on_distance():
