@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import train
-from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, pick_generation_dtype, synchronize
+from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
 from generate import generate_tokens, silence_closed_stdout, warm_up_compiled_step
 from model import ATTENTIONS, GPT, PRESETS, GPTConfig
 from results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
@@ -90,14 +90,14 @@ def bench_generate(args: argparse.Namespace) -> dict:
     decode step compiled (its compile time measured apart, and the number of tokens after which compiling
     pays off), each beside the limit its weight reads set, in the precision generate.py stores weights in."""
     device = pick_device(args.device)
-    info = run_info(device, pick_generation_dtype(device, args.dtype), args.command)
+    info = run_info(device, pick_dtype(device, args.dtype), args.command)
     paths = [path for path in DECODING_PATHS if args.compile or not path[2]]
     say(f"{info['device']}: {args.new_tokens} new tokens after a 1-token prompt, median of {args.repeats} runs "
         f"with the KV cache and {args.no_cache_repeats} without")
     rows, measurements = [], []
     for preset in args.preset:
         for name, use_kv_cache, compiled in paths:
-            dtype = pick_generation_dtype(device, args.dtype, compiled)
+            dtype = pick_dtype(device, args.dtype)
             torch.manual_seed(0)
             model = GPT(GPTConfig.from_preset(preset)).to(device, dtype).eval()  # random weights: speed ignores them
             with torch.inference_mode():

@@ -118,7 +118,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise ValueError(f"{path} is not a tinygpt checkpoint (no model weights and config inside)")
     check_finite_weights(checkpoint["model"], path)
+    join_swiglu_matrices(checkpoint)
     return checkpoint
+
+
+def join_swiglu_matrices(checkpoint: dict) -> None:
+    """Checkpoints written before SwiGLU's two input matrices became one (model.SwiGLU.w_gate_up) hold
+    mlp.w_gate and mlp.w_up: join them, so the model loads. Their optimizer state lists the two apart and
+    fits no model now, so such a run can be generated from and exported, but not resumed."""
+    state = checkpoint["model"]
+    for gate in [name for name in state if ".mlp.w_gate." in name]:
+        up = gate.replace(".w_gate.", ".w_up.")
+        state[gate.replace(".w_gate.", ".w_gate_up.")] = torch.cat([state.pop(gate), state.pop(up)])
+        checkpoint["not_resumable"] = ("it was saved by an older version, whose optimizer state keeps SwiGLU's "
+                                       "w_gate and w_up apart")
 
 
 def previous_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -140,6 +153,9 @@ def check_resumable(checkpoint: dict, asked: dict, path: Path) -> None:
     """Raise ValueError if the checkpoint lacks a training run's state (the optimizer, random states and
     settings a resume continues), or if the config fields the flags ask for ({field: value}) differ from
     the saved model's."""
+    if "not_resumable" in checkpoint:
+        raise ValueError(f"--resume cannot continue {path}: {checkpoint['not_resumable']}; start a new run with "
+                         "--out-dir DIR")
     missing = [key for key in ("optimizer", "rng", "args", "step") if key not in checkpoint]
     if missing:
         raise ValueError(f"{path} holds a model but not the state of its training run ({', '.join(missing)} "

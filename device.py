@@ -10,14 +10,10 @@ Precision (what autocast computes matrix products in), chosen per device by meas
           without them bf16 is emulated and much slower
 Weights and optimizer state always stay in float32; only the forward/backward math is lowered.
 
-Generation is different: decoding one token multiplies every weight matrix by a single vector, and
-it stores the weights themselves in the chosen precision (pick_generation_dtype). On CUDA that is
-pick_dtype's choice: half the bytes to read per token. On a CPU, an eager decode step runs in float32:
-without native bf16 units, emulated bf16 makes each prompt prefill and context-window slide several
-times slower, and with them float32 was still the faster one eagerly, measured on one such CPU for the
-small preset and both 10M presets (the bench_generate_cpu_bf16_* results in docs/generation.md). A
-compiled decode step (generate.py --compile) has shed the per-operation overhead, so there reading half
-the bytes wins: it takes pick_dtype's choice, bf16 on a CPU with native bf16 units.
+Generation stores the weights themselves in that precision: decoding one token multiplies every weight
+matrix by a single vector, so bf16 halves the bytes read per token. On a CPU with native bf16 units that
+made generation faster, eagerly and with the decode step compiled (bench_generate_cpu_bf16 against
+bench_generate_cpu_bf16_float32 in docs/generation.md).
 """
 
 from __future__ import annotations
@@ -69,15 +65,6 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
-
-
-def pick_generation_dtype(device: torch.device, requested: str = "auto", compiled: bool = False) -> torch.dtype:
-    """The precision generation stores the weights in: the requested one, or for "auto" pick_dtype's choice
-    on CUDA and on a CPU whose decode step is compiled (compiled), float32 elsewhere (see the module
-    docstring)."""
-    if requested == "auto" and device.type != "cuda" and not (compiled and device.type == "cpu"):
-        return torch.float32
-    return pick_dtype(device, requested)
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

@@ -44,15 +44,15 @@ MODEL_CARD_SAMPLE_TOKENS = 200
 NO_SPECIAL_TOKENS = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
 
 
-# Our names inside transformer.h.{i} -> Llama's inside model.layers.{i}. attn.c_attn is not here: it is
-# split into q_proj, k_proj and v_proj.
+# Our names inside transformer.h.{i} -> Llama's inside model.layers.{i}. A matrix of ours that is several
+# of Llama's (stacked along the output features) is split into them, in this order.
 LLAMA_LAYER_NAMES = {
-    "ln_1": "input_layernorm",
-    "attn.c_proj": "self_attn.o_proj",
-    "ln_2": "post_attention_layernorm",
-    "mlp.w_gate": "mlp.gate_proj",
-    "mlp.w_up": "mlp.up_proj",
-    "mlp.c_proj": "mlp.down_proj",
+    "ln_1": ("input_layernorm",),
+    "attn.c_attn": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "attn.c_proj": ("self_attn.o_proj",),
+    "ln_2": ("post_attention_layernorm",),
+    "mlp.w_gate_up": ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.c_proj": ("mlp.down_proj",),
 }
 LLAMA_OUTER_NAMES = {
     "transformer.wte.weight": "model.embed_tokens.weight",
@@ -132,7 +132,7 @@ def gpt2_config(config: GPTConfig) -> dict:
 
 
 def llama_tensors(state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    """Our weights under Llama's names: c_attn split into q, k, v; everything else renamed."""
+    """Our weights under Llama's names: c_attn split into q, k, v, w_gate_up into gate and up; the rest renamed."""
     tensors = {}
     for name, tensor in state.items():
         if name == "lm_head.weight" and config.tie_embeddings:
@@ -143,11 +143,9 @@ def llama_tensors(state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str
         _, _, layer, rest = name.split(".", 3)  # transformer.h.{layer}.{module}.{weight|bias}
         module, kind = rest.rsplit(".", 1)
         prefix = f"model.layers.{layer}."
-        if module == "attn.c_attn":  # output features are q, then k, then v
-            for proj, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True):
-                tensors[f"{prefix}self_attn.{proj}.{kind}"] = part
-        else:
-            tensors[f"{prefix}{LLAMA_LAYER_NAMES[module]}.{kind}"] = tensor
+        names = LLAMA_LAYER_NAMES[module]
+        for llama_name, part in zip(names, tensor.chunk(len(names), dim=0), strict=True):
+            tensors[f"{prefix}{llama_name}.{kind}"] = part
     # RoPE needs no permutation: model.py pairs channel i with i + hs/2, HF Llama's "rotate half".
     return tensors
 

@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import load_checkpoint
-from device import DEVICES, DTYPES, describe_device, pick_device, pick_generation_dtype
+from device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
 from model import GPT, KVCache
 from tokenizer import Tokenizer, tokenizer_from_state
 
@@ -201,10 +201,9 @@ def warm_up_compiled_step(model: GPT, batch_size: int = 1) -> float:
 
 
 def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto",
-         dtype: str = "auto", compiled: bool = False) -> tuple[GPT, Tokenizer]:
+         dtype: str = "auto") -> tuple[GPT, Tokenizer]:
     """Load a model (in eval mode, on `device`, weights in `dtype`) and its tokenizer from a checkpoint file,
-    or an out dir's best.pt. dtype "auto" is device.pick_generation_dtype's choice for the device and for
-    an eager or a compiled decode step (compiled).
+    or an out dir's best.pt. dtype "auto" is device.pick_dtype's choice for the device.
 
     Raises FileNotFoundError or ValueError with a message that says what is wrong with the file.
     """
@@ -224,7 +223,7 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
     except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
         raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
-    return model.to(device, pick_generation_dtype(device, dtype, compiled)).eval(), tokenizer
+    return model.to(device, pick_dtype(device, dtype)).eval(), tokenizer
 
 
 def default_prompt(tokenizer: Tokenizer) -> str:
@@ -364,9 +363,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to run (default: auto, the best found)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                        help="precision the weights are stored in for generation (default: auto: on CUDA "
-                             "bfloat16, or float16 on GPUs without it; float32 elsewhere, measured faster on "
-                             "CPUs; see device.py)")
+                        help="precision the weights are stored in for generation (default: auto, as training "
+                             "computes: bfloat16 on CUDA (float16 on GPUs without it) and on CPUs with native "
+                             "bf16 units, float32 elsewhere; see device.py)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the one-token decode step with torch.compile: seconds to compile once, "
                              "then faster tokens (default: on when the run generates at least "
@@ -416,12 +415,12 @@ def run(args: argparse.Namespace) -> None:
     if compile_step is None:  # compile where it pays off
         compile_step = args.use_kv_cache and args.max_new_tokens * args.num_samples * scenes >= COMPILE_PAYS_OFF_AFTER
     path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
-    model, tokenizer = load(path, device, args.dtype, compile_step)
+    model, tokenizer = load(path, device, args.dtype)
     prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
     if compile_step:
-        compile_step = compile_for_generation(model, device, args)
+        compile_step = compile_for_generation(model, args)
     dtype = next(model.parameters()).dtype
     print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
           f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
@@ -444,10 +443,10 @@ def run(args: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)
 
 
-def compile_for_generation(model: GPT, device: torch.device, args: argparse.Namespace) -> bool:
+def compile_for_generation(model: GPT, args: argparse.Namespace) -> bool:
     """Compile the decode step before the first sample, saying how long it took; return whether it is
     compiled. If torch.compile fails (it needs a C++ compiler on a CPU), --compile is an error, while the
-    automatic choice says so and generates eagerly, in the precision the eager step uses."""
+    automatic choice says so and generates eagerly."""
     try:
         seconds = warm_up_compiled_step(model)
     except Exception as error:  # torch.compile's failures come in many types (a compiler missing, ...)
@@ -457,7 +456,6 @@ def compile_for_generation(model: GPT, device: torch.device, args: argparse.Name
                              "run without --compile") from error
         print(f"torch.compile could not compile the decode step ({reason}): generating without it",
               file=sys.stderr)
-        model.to(pick_generation_dtype(device, args.dtype))
         return False
     print(f"[compiled the decode step in {seconds:.1f} s]", file=sys.stderr, flush=True)
     return True

@@ -118,3 +118,23 @@ def test_previous_run_needs_a_checkpoint_to_resume_and_never_overwrites_one_by_a
     assert checkpoint.previous_run(tmp_path, resume=False, overwrite=True) is None
     save_checkpoint(make_checkpoint(tiny_model(), TOKENIZER), tmp_path / "last.pt")
     assert checkpoint.previous_run(Path(tmp_path), resume=True, overwrite=False)["config"]["vocab_size"] == 17
+
+
+def test_a_checkpoint_from_before_swiglu_joined_its_matrices_loads_but_is_not_resumed(tmp_path):
+    # Older versions kept SwiGLU's gate and up matrices apart (mlp.w_gate, mlp.w_up); they load as the
+    # one matrix w_gate_up, gate rows first, and give the same logits.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, mlp="swiglu")).eval()
+    optimizer = train.make_optimizer(model, 1e-3, 0.1, 0.99, torch.device("cpu"))
+    rng = {"batches": torch.Generator().get_state(), "ranks": []}
+    old = make_checkpoint(model, TOKENIZER, RunState(), optimizer, rng, {})
+    for name in [name for name in old["model"] if ".w_gate_up." in name]:
+        gate, up = old["model"].pop(name).chunk(2)
+        old["model"][name.replace("w_gate_up", "w_gate")] = gate
+        old["model"][name.replace("w_gate_up", "w_up")] = up
+    save_checkpoint(old, tmp_path / "last.pt")
+    loaded = load_checkpoint(tmp_path / "last.pt")
+    idx = torch.randint(0, 17, (2, 8))
+    assert torch.equal(GPT.from_checkpoint(loaded)(idx)[0], model(idx)[0])
+    with pytest.raises(ValueError, match="--resume cannot continue .*older version"):
+        checkpoint.check_resumable(loaded, {}, tmp_path / "last.pt")

@@ -220,15 +220,12 @@ def test_load_reads_an_out_dir_or_a_file(checkpoint_dir, tokenizer):
 
 
 @pytest.mark.parametrize("native_bf16", [True, False])
-def test_auto_precision_generates_in_float32_on_any_cpu_and_bf16_only_when_asked(checkpoint_dir, native_bf16,
-                                                                                 monkeypatch):
-    """Measured on a CPU with native bf16 units (bench_generate_cpu_bf16_*): float32 weights generate faster
-    than bf16 ones for the small and the 10M presets, so "auto" keeps float32 there, while training on
-    such a CPU still computes in bf16."""
+def test_auto_precision_generates_in_the_precision_training_computes_in(checkpoint_dir, native_bf16, monkeypatch):
+    """Measured on a CPU with native bf16 units (bench_generate_cpu_bf16 against its _float32 twin): bf16
+    weights generate faster, eagerly and compiled, so "auto" stores them in bf16 there, float32 elsewhere."""
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: native_bf16)
-    cpu = torch.device("cpu")
-    assert device.pick_dtype(cpu) == (torch.bfloat16 if native_bf16 else torch.float32)
-    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+    auto = torch.bfloat16 if native_bf16 else torch.float32
+    for dtype, expected in (("auto", auto), ("bfloat16", torch.bfloat16), ("float32", torch.float32)):
         model, _ = load(checkpoint_dir, device="cpu", dtype=dtype)
         assert {param.dtype for param in model.parameters()} == {expected}
 
