@@ -31,6 +31,7 @@ import train
 from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
 from generate import generate_tokens, silence_closed_stdout, warm_up_compiled_step
 from model import ATTENTIONS, GPT, PRESETS, GPTConfig
+from optim import OPTIMIZERS
 from results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
 from settings import RECIPES, apply_recipe, parse_args
 
@@ -181,7 +182,8 @@ def bench_train(args: argparse.Namespace) -> dict:
     of a recipe (train.py's default for the device unless --recipe names one), on random tokens."""
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    settings = parse_args(["--recipe", args.recipe] if args.recipe else [])  # every train.py default
+    settings = parse_args([*(["--recipe", args.recipe] if args.recipe else []),
+                           *(["--optimizer", args.optimizer] if args.optimizer else [])])  # every train.py default
     apply_recipe(settings, device.type)
     batch_size = args.batch_size or settings.batch_size
     compile_model = settings.compile if args.compile is None else args.compile
@@ -190,8 +192,8 @@ def bench_train(args: argparse.Namespace) -> dict:
     matmul_rate = matmul_flops_per_s(device, dtype)
     say(f"a 2048^3 matrix product in {info['dtype']}: {matmul_rate / 1e9:,.0f} GFLOP/s")
     say(f"{info['device']}, autocast {info['dtype']}, compile {'on' if compile_model else 'off'}, recipe "
-        f"{settings.recipe}: batch {batch_size} x {settings.grad_accum} micro-batches, {args.warmup_steps} "
-        f"untimed + {args.steps} timed steps")
+        f"{settings.recipe}, {settings.optimizer}: batch {batch_size} x {settings.grad_accum} micro-batches, "
+        f"{args.warmup_steps} untimed + {args.steps} timed steps")
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
@@ -271,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", choices=list(RECIPES),
                        help="train.py's settings to use: batch size, gradient accumulation, optimizer, clipping "
                             "(default: train.py's for the device; see settings.py)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw or muon (default: the recipe's)")
     train.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch (default: the recipe's)")
     train.add_argument("--block-size", type=positive_int, help="tokens per sequence (default: the preset's)")
     train.add_argument("--steps", type=positive_int, default=10, help="timed steps (default: 10)")

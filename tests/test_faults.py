@@ -144,7 +144,7 @@ def test_a_finished_run_is_not_extended_unless_max_iters_asks(corpus_path, tmp_p
     assert steps_logged(tmp_path) == [0, 4, 8, 12]
 
 
-@pytest.mark.parametrize("flag,value", [("--lr", "0.01"), ("--preset", "vanilla"), ("--batch-size", "4"),
+@pytest.mark.parametrize("flag,value", [("--lr", "0.02"), ("--preset", "vanilla"), ("--batch-size", "4"),
                                         ("--tokenizer", "bpe"), ("--optimizer", "muon")])
 def test_a_flag_that_would_make_another_run_is_refused_on_resume(flag, value, corpus_path, tmp_path, capsys):
     train.main(flags(corpus_path, tmp_path, stop_after_iters=2))
