@@ -137,10 +137,10 @@ def train_runs(jobs: list[tuple[list[str], Path]], device: str, rerun: bool = Fa
                workers: int | None = None) -> list[dict]:
     """Train (or reuse) every (flags, out_dir) job with train_run and return the records in the jobs' order.
     On a CPU two at a time with one thread each (at the experiments' CPU sizes a run uses one core better
-    than two), on a GPU one at a time; workers overrides how many at once."""
+    than two), on a GPU one at a time; workers overrides how many at once (one at a time: with every core)."""
     on_cpu = pick_device(device).type == "cpu"
     workers = workers or (2 if on_cpu else 1)
-    threads = 1 if on_cpu else None
+    threads = 1 if on_cpu and workers > 1 else None
     print(f"{len(jobs)} runs, {workers} at a time{', one thread each' if threads else ''}", flush=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda job: train_run(job[0], job[1], rerun, threads), jobs))
