@@ -47,10 +47,11 @@ from model import GPT, GPTConfig  # noqa: E402
 EXPERIMENTS = ("optimizer", "attn-dropout")
 ADAMW_AT_ITS_BEST = ["--optimizer", "adamw", "--lr", "4e-3", "--min-lr", "4e-4"]
 ATTN_DROPOUT_CHARS = 100_000
+PATIENCE = 5  # evaluations without a better val loss before a run stops
 TOO_LARGE_FOR_ITS_DATA = ["--preset", "vanilla", "--n-layer", "4", "--n-head", "4", "--n-embd", "128",
                           "--block-size", "128", "--batch-size", "16", "--optimizer", "adamw", "--lr", "2e-3",
                           "--min-lr", "2e-4", "--warmup-iters", "50", "--max-iters", "2000", "--eval-interval", "50",
-                          "--eval-windows", "0", "--patience", "5"]
+                          "--eval-windows", "0", "--patience", str(PATIENCE)]
 DROPOUT_VARIANTS = {  # name -> flags on top of TOO_LARGE_FOR_ITS_DATA
     "attention dropped": ["--dropout", "0.2", "--attn-dropout", "0.2"],
     "attention kept": ["--dropout", "0.2", "--attn-dropout", "0"],
@@ -142,7 +143,7 @@ def attn_dropout_result(args: argparse.Namespace, argv: list[str]) -> dict:
             for variant in DROPOUT_VARIANTS}
     return compare("attn_dropout", "attention dropout 0.2 → 0 (dropout 0.2 elsewhere), on a model too large for "
                    f"its data (the first {ATTN_DROPOUT_CHARS:,} characters)", runs, DROPOUT_VARIANTS, args, argv,
-                   converging=True, chars=ATTN_DROPOUT_CHARS)
+                   converging=True, chars=ATTN_DROPOUT_CHARS, patience=PATIENCE)
 
 
 def main(argv: list[str] | None = None) -> None:

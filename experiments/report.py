@@ -353,6 +353,45 @@ def default_run_section(result: dict, docs_dir: Path) -> list[str]:
             *markdown_table(header, [row]), "", provenance_text(result)]
 
 
+def choice_section(result: dict, docs_dir: Path) -> list[str]:
+    """experiments.choices: the variants of one training choice over seeds, and the paired effect of the first
+    change on the best val loss."""
+    converging, effect = result["converging"], result["effect"]
+    header = ["variant", "train.py flags", "steps", "best val loss", "best at step",
+              *(["converged"] if converging else []), "train time (s)", "tokens/s"]
+    rows = []
+    for variant in result["variants"]:
+        summary = variant["summary"]
+        rows.append([variant["name"], " ".join(variant["flags"]) or "(the recipe's own)",
+                     spread_text(summary["final_step"], ".0f"), spread_text(summary["best_val_loss"]),
+                     spread_text(summary["best_step"], ".0f"), *([converged_text(variant)] if converging else []),
+                     spread_text(summary["elapsed_s"], ".0f"), spread_text(summary["tokens_per_sec"], ",.0f")])
+    run = result["variants"][0]["runs"][0]
+    config, schedule = run["config"], run["schedule"]
+    if "step_seconds" in result:  # the optimizer comparison: a fixed time budget
+        how = (f"`python train.py`'s own run on a CPU (the cpu recipe: {config['n_layer']} blocks × {config['n_embd']} "
+               f"wide, context {config['block_size']}, batches of {schedule['batch_size']}), one run at a time with "
+               f"every core. Equal time: one step took {result['step_seconds']['adamw'] * 1e3:.1f} ms with AdamW and "
+               f"{result['step_seconds']['muon'] * 1e3:.1f} ms with Muon here, so AdamW trains "
+               f"{result['steps']['adamw']} steps to Muon's {result['steps']['muon']}.")
+    else:
+        how = (f"Vanilla parts at {config['n_layer']} blocks × {config['n_embd']} wide, context "
+               f"{config['block_size']}, {run['params']:,} parameters, on the first {result['chars']:,} characters of "
+               "Tiny Shakespeare (the last tenth validates): a model too large for its data, where dropout matters. "
+               f"Each run trained until its val loss had not improved for {result['patience']} evaluations; it "
+               f"counts as converged when the last {result['converged_window']:.0%} of its steps improved its best "
+               f"val loss by less than {result['converged_gain']} nats.")
+    seeds = ", ".join(map(str, result["seeds"]))
+    title = f"{result['name']}: {result['title']}"
+    return [f"## {title}", "", how + f" Seeds {seeds}; ± is the standard deviation over seeds.", "",
+            *markdown_table(header, rows), "",
+            f"**Effect** on the best val loss ({effect['changed']} − {effect['baseline']}, seed by seed, mean and 95% "
+            f"interval): {effect_text(effect)}. **Verdict: {effect['verdict']}.**",
+            *plot(result["name"], curves_of(result["variants"], "val_loss"), docs_dir, title,
+                  "val loss (nats per token)"),
+            "", provenance_text(result)]
+
+
 def bench_section(result: dict, docs_dir: Path) -> list[str]:
     """A bench.py results file: its own table, and how it was measured."""
     load = result.get("load_average_at_start")
@@ -591,7 +630,8 @@ def lesson_lines(result: dict) -> list[str]:
 
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
-            "download_size": download_size_section, "ladder": ladder_section, "scale": scale_section}
+            "download_size": download_size_section, "ladder": ladder_section, "scale": scale_section,
+            "choice": choice_section}
 
 
 def load_results(results_dir: Path) -> list[dict]:
