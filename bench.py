@@ -7,9 +7,10 @@ committed file the docs are built from, so any number quoted in the docs can be 
 measure the project's own code: train.py's train_step with a recipe's settings, and generate.py's
 generate_tokens.
 
-    python bench.py train                             # training tokens/s (and MFU on known GPUs), 10M presets
-    python bench.py generate                          # tokens/s with and without the KV cache, both 10M presets
+    python bench.py train      # training tokens/s of the 10M presets, against the machine's matmul ceiling (and MFU)
+    python bench.py generate   # tokens/s without the KV cache, with it and compiled, against the weight-read limit
     python bench.py generate --preset modern --new-tokens 200 --repeats 5 --device cpu --threads 1
+    python bench.py profile --optimizer adamw         # where a vanilla training step's time goes
 
 Each benchmark is one function bench_NAME(args) -> results dict (with a "table"), and one subparser in
 build_parser() that takes the common flags and names the function.
@@ -238,6 +239,47 @@ def bench_train(args: argparse.Namespace) -> dict:
     return {"benchmark": "train", **info, "settings": measured_with, "results": measurements, "table": table}
 
 
+def bench_profile(args: argparse.Namespace) -> dict:
+    """Where a training step's time goes: PyTorch's profiler over a few of train_step's steps (as bench_train
+    runs them) for one preset, the operations that took the most time, as shares of the whole."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    settings = parse_args(["--optimizer", args.optimizer] if args.optimizer else [])
+    apply_recipe(settings, device.type)
+    info = run_info(device, dtype, args.command)
+    torch.manual_seed(0)
+    config = GPTConfig.from_preset(args.preset)
+    model = GPT(config).to(device)
+    optimizer = train.make_optimizer(model, settings.lr, settings.weight_decay, settings.beta2, device,
+                                     settings.optimizer)
+    x, y = (torch.randint(config.vocab_size, (settings.batch_size, config.block_size), device=device) for _ in range(2))
+    step = functools.partial(train.train_step, model, optimizer, grad_scaler(device, dtype), x, y, settings.lr, 1,
+                             settings.grad_clip, dtype)
+    time_steps(step, 3, 1, device)  # warm up
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]
+    with profile(activities=activities) as profiler:
+        for _ in range(args.steps):
+            step()
+        synchronize(device)
+    events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    top = [{"op": event.key, "share": round(event.self_cpu_time_total / total, 4),
+            "ms_per_step": round(event.self_cpu_time_total / 1e3 / args.steps, 2),
+            "calls_per_step": event.count / args.steps} for event in events[:args.top]]
+    rows = [[entry["op"], f"{entry['share']:.1%}", f"{entry['ms_per_step']:.1f}", f"{entry['calls_per_step']:g}"]
+            for entry in top]
+    say(f"{args.preset}, batch {settings.batch_size} x {config.block_size}, autocast {info['dtype']}, "
+        f"{settings.optimizer}: {total / 1e3 / args.steps:.0f} ms of operations per step")
+    table = "\n".join(markdown_table(["operation", "share of the step", "ms per step", "calls per step"], rows))
+    measured_with = {"preset": args.preset, "batch_size": settings.batch_size, "block_size": config.block_size,
+                     "dropout": config.dropout, "attn_dropout": config.attention_dropout,
+                     "attention": config.attention, "optimizer": settings.optimizer, "steps": args.steps,
+                     "ms_per_step": round(total / 1e3 / args.steps, 1)}
+    return {"benchmark": "profile", **info, "settings": measured_with, "results": top, "table": table}
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
@@ -292,10 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "above 0 the CPU cannot use the fused attention kernel)")
     train.set_defaults(run=bench_train)
 
+    profile = subparsers.add_parser(
+        "profile", parents=[common], help="where a training step's time goes, by operation",
+        description="PyTorch's profiler over a few training steps of one preset (train.py's train_step, the "
+                    "device's recipe and precision, random tokens): the operations that take the most time.")
+    profile.add_argument("--preset", choices=list(PRESETS), default="vanilla", help="model preset (default: vanilla)")
+    profile.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw or muon (default: the recipe's)")
+    profile.add_argument("--steps", type=positive_int, default=5, help="profiled steps (default: 5)")
+    profile.add_argument("--top", type=positive_int, default=12, help="operations listed (default: 12)")
+    profile.set_defaults(run=bench_profile)
+
     generate = subparsers.add_parser(
-        "generate", parents=[common], help="tokens/s of generation with and without the KV cache",
-        description="Tokens/s at batch 1 after a 1-token prompt, with and without the KV cache, for the 10M presets "
-                    "with random weights (speed does not depend on the weights).")
+        "generate", parents=[common], help="tokens/s of generation: no cache, KV cache, compiled decode step",
+        description="Tokens/s at batch 1 after a 1-token prompt, without the KV cache, with it, and with the decode "
+                    "step compiled (its compile time apart), for the 10M presets with random weights (speed does not "
+                    "depend on the weights), each as a fraction of the limit the bare weight reads set.")
     generate.add_argument("--preset", nargs="+", choices=list(PRESETS), default=list(TEN_MILLION_PRESETS),
                           help="model preset(s) to measure (default: vanilla modern)")
     generate.add_argument("--new-tokens", type=positive_int, default=500, metavar="N",

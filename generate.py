@@ -6,6 +6,7 @@ Generate with a tinygpt model: the inference loop, and the command line that sam
     python generate.py --prompt-file scene.txt --max-new-tokens 1000 --seed 1 --num-samples 3
     python generate.py --demo                              # a few scenes, with tokens/s for each
     python generate.py --no-kv-cache --seed 1 --dtype float32  # the same text as with the cache, slower
+    python generate.py --max-new-tokens 20000 --compile   # the decode step compiled: seconds once, then faster
 
 From Python (a notebook, or train.py at the end of training):
 
@@ -17,8 +18,10 @@ From Python (a notebook, or train.py at the end of training):
 The file reads top to bottom. First inference, kept apart from the model as nanochat keeps its engine
 apart from gpt.py: filter_logits and sample_next pick the next token (temperature, top-k, top-p), and
 generate_tokens feeds the model one token at a time through its KV cache, sliding the context window
-once it holds block_size tokens. Then loading a checkpoint, sample() for text (printed as it is
-produced), and the command line. docs/generation.md explains the rules and what the cache saves.
+once it holds block_size tokens; decode_step is the one-token step it repeats, which torch.compile can
+turn into one graph (compiled_decode_step). Then loading a checkpoint, sample() for text (printed as it
+is produced), and the command line. docs/generation.md explains the rules, what the cache saves and
+when compiling pays off.
 """
 
 from __future__ import annotations

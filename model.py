@@ -49,8 +49,8 @@ class GPTConfig:
     n_head: int = 6  # attention heads per block
     n_embd: int = 384  # width of the residual stream
     dropout: float = 0.2  # dropout on the embeddings and on every residual branch's output (training only)
-    attn_dropout: float | None = None  # dropout on the attention weights; None: the same as dropout. Above 0 it
-    # rules out the fused attention kernel on the CPU, where it costs about a third of a training step
+    attn_dropout: float | None = None  # dropout on the attention weights; None: the same as dropout (and so in
+    # checkpoints saved before this field). Above 0 a CPU draws a mask over every (T, T) attention matrix
     bias: bool = True  # biases in linear layers and norms
     norm: str = "layernorm"  # "layernorm" | "rmsnorm" | "none" (every norm an identity)
     mlp: str = "relu"  # "relu" | "gelu" | "swiglu" | "none" (no feed-forward sublayer: attention only)
@@ -114,8 +114,8 @@ class GPTConfig:
 
 
 # The presets never drop attention weights (attn_dropout 0, as LLaMA, Qwen and nanochat, which use no dropout
-# at all; GPT-2 dropped them at 0.1): on the CPU that rules out the fused attention kernel and costs about a
-# third of a training step. The 10M ones drop 20% of the embeddings and of every residual branch's output.
+# at all; GPT-2 dropped them at 0.1): on a CPU the masks over every (T, T) attention matrix were the largest
+# cost of a training step. The 10M ones drop 20% of the embeddings and of every residual branch's output.
 # What attention dropout does to the val loss is measured in docs/results.md (attention dropout).
 PRESETS: dict[str, dict] = {
     # GPT-2 era: LayerNorm, ReLU FFN (4x), learned positions, biases. 10.77M parameters.
@@ -148,8 +148,8 @@ class RMSNorm(nn.Module):
 class Dropout(nn.Module):
     """Dropout (Srivastava et al. 2014): in training, zero each element with probability p and scale the
     rest by 1/(1-p), so every element keeps its expected value; in eval mode, the identity. nn.Dropout
-    does the same, but on a CPU it draws its mask with bernoulli_, measured 1.7x slower than this
-    (torch.rand and a comparison), and the 10M presets drop 13 activations every step."""
+    does the same, but on a CPU it draws its mask with bernoulli_, slower than torch.rand and a
+    comparison, and the 10M presets drop 13 activations every step (docs/training.md)."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -307,7 +307,7 @@ class SwiGLU(nn.Module):
     """SwiGLU feed-forward: y = W_proj (silu(W_gate x) * (W_up x)). A learned gate on the hidden units.
 
     W_gate and W_up are one matrix, w_gate_up (W_gate's rows first), as c_attn holds q, k and v: one
-    product instead of two, which makes decoding one token at a time about a tenth faster on a CPU."""
+    product instead of two, which decodes one token at a time faster on a CPU (fewer, larger reads)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()

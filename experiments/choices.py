@@ -46,11 +46,11 @@ from model import GPT, GPTConfig  # noqa: E402
 
 EXPERIMENTS = ("optimizer", "attn-dropout")
 ADAMW_AT_ITS_BEST = ["--optimizer", "adamw", "--lr", "4e-3", "--min-lr", "4e-4"]
-ATTN_DROPOUT_CHARS = 100_000
+ATTN_DROPOUT_CHARS = 30_000
 PATIENCE = 5  # evaluations without a better val loss before a run stops
 TOO_LARGE_FOR_ITS_DATA = ["--preset", "vanilla", "--n-layer", "4", "--n-head", "4", "--n-embd", "128",
                           "--block-size", "128", "--batch-size", "16", "--optimizer", "adamw", "--lr", "2e-3",
-                          "--min-lr", "2e-4", "--warmup-iters", "50", "--max-iters", "2000", "--eval-interval", "50",
+                          "--min-lr", "2e-4", "--warmup-iters", "50", "--max-iters", "3000", "--eval-interval", "50",
                           "--eval-windows", "0", "--patience", str(PATIENCE)]
 DROPOUT_VARIANTS = {  # name -> flags on top of TOO_LARGE_FOR_ITS_DATA
     "attention dropped": ["--dropout", "0.2", "--attn-dropout", "0.2"],

@@ -41,3 +41,12 @@ def test_provenance_counts_changed_code_as_uncommitted_but_not_written_results(t
     assert results.git_commit()[1] is False
     (tmp_path / "model.py").write_text("changed code\n")
     assert results.git_commit()[1] is True
+
+
+def test_the_profile_lists_the_operations_that_took_most_of_a_training_step(tmp_path):
+    out = tmp_path / "profile.json"
+    assert bench.main(["profile", "--preset", "small", "--steps", "1", "--top", "4", "--device", "cpu",
+                       "--dtype", "float32", "--out", str(out)]) == 0
+    top = json.loads(out.read_text())["results"]
+    assert len(top) == 4 and 0 < sum(entry["share"] for entry in top) <= 1
+    assert [entry["share"] for entry in top] == sorted((entry["share"] for entry in top), reverse=True)

@@ -212,7 +212,7 @@ def test_default_prompt_is_a_newline_or_the_first_token():
 
 def test_load_reads_an_out_dir_or_a_file(checkpoint_dir, tokenizer):
     for where in (checkpoint_dir, checkpoint_dir / "best.pt"):
-        model, loaded_tokenizer = load(where, device="cpu")
+        model, loaded_tokenizer = load(where, device="cpu", dtype="float32")
         assert not model.training
         assert loaded_tokenizer.state_dict() == tokenizer.state_dict()
     assert sample(model, loaded_tokenizer, "ROMEO:", 20, temperature=0) == \
@@ -256,6 +256,11 @@ def test_out_of_range_flags_are_one_error_line(flag, value, checkpoint_dir, caps
     assert_one_error_line(returncode, capsys.readouterr().err, flag.removeprefix("--"))
 
 
+def test_compile_without_the_kv_cache_is_one_error_line(checkpoint_dir, capsys):
+    returncode = generate.main(["--out-dir", str(checkpoint_dir), "--compile", "--no-kv-cache"])
+    assert_one_error_line(returncode, capsys.readouterr().err, "--compile", "--no-kv-cache")
+
+
 @pytest.fixture(scope="module")
 def cli(checkpoint_dir, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     """Each command-line case run as its own `python generate.py` process.
@@ -274,6 +279,7 @@ def cli(checkpoint_dir, tmp_path_factory) -> dict[str, subprocess.CompletedProce
         "missing checkpoint": ["--out-dir", str(tmp / "no-such-dir")],
         "corrupt checkpoint": ["--ckpt", str(tmp / "corrupt.pt")],
         "bad flag": [*out_dir, "--top-p", "2"],
+        "compiled": [*out_dir, "--prompt", "ROMEO:", "--max-new-tokens", "40", "--seed", "3", "--compile"],
     }
     # One thread each: the processes share the machine's cores, and idle spinning threads would slow them.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
@@ -303,6 +309,16 @@ def test_cli_drops_unknown_characters_when_asked_and_says_which(cli):
 
 
 @pytest.mark.slow
+def test_cli_compiles_the_decode_step_when_asked_and_prints_the_eager_text(cli, checkpoint_dir):
+    result = cli["compiled"]
+    assert result.returncode == 0, result.stderr
+    assert "[compiled the decode step in" in result.stderr and "decode step compiled" in result.stderr
+    model, tokenizer = load(checkpoint_dir, device="cpu", dtype="float32")
+    text = sample(model, tokenizer, "ROMEO:", 40, seed=3)
+    assert result.stdout == text + ("" if text.endswith("\n") else "\n")
+
+
+@pytest.mark.slow
 def test_cli_reports_a_missing_checkpoint(cli):
     result = cli["missing checkpoint"]
     assert_one_error_line(result.returncode, result.stderr, "no checkpoint at", "best.pt")
@@ -323,7 +339,7 @@ def test_cli_reports_a_bad_flag_value(cli):
 @pytest.mark.slow
 def test_cli_prints_what_sample_returns_for_a_prompt_file_and_two_samples(cli, checkpoint_dir):
     result = cli["dropped characters, prompt file, two samples"]
-    model, tokenizer = load(checkpoint_dir, device="cpu")
+    model, tokenizer = load(checkpoint_dir, device="cpu", dtype="float32")
     expected = ""
     for i in range(2):  # sample i of --num-samples uses seed + i
         text = sample(model, tokenizer, UNKNOWN_PROMPT + "\n", 30, seed=7 + i, drop_unknown=True)
