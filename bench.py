@@ -330,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="attention path for every preset (default: the preset's own, auto: fused on a GPU, "
                             "written out on a CPU)")
     train.add_argument("--attn-dropout", type=float, default=None,
-                       help="dropout on the attention weights for every preset (default: the preset's own, 0; "
-                            "above 0 the CPU cannot use the fused attention kernel)")
+                       help="dropout on the attention weights for every preset (default: the preset's own: the "
+                            "same as --dropout)")
     train.set_defaults(run=bench_train)
 
     profile = subparsers.add_parser(

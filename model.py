@@ -49,8 +49,8 @@ class GPTConfig:
     n_head: int = 6  # attention heads per block
     n_embd: int = 384  # width of the residual stream
     dropout: float = 0.2  # dropout on the embeddings and on every residual branch's output (training only)
-    attn_dropout: float | None = None  # dropout on the attention weights; None: the same as dropout (and so in
-    # checkpoints saved before this field). Above 0 a CPU draws a mask over every (T, T) attention matrix
+    attn_dropout: float | None = None  # dropout on the attention weights; None (every preset): the same as
+    # dropout. 0 saves a CPU the masks over every (T, T) attention matrix, at a measured cost (docs/model.md)
     bias: bool = True  # biases in linear layers and norms
     norm: str = "layernorm"  # "layernorm" | "rmsnorm" | "none" (every norm an identity)
     mlp: str = "relu"  # "relu" | "gelu" | "swiglu" | "none" (no feed-forward sublayer: attention only)
@@ -113,19 +113,15 @@ class GPTConfig:
         return cls(**{**PRESETS[name], **overrides})
 
 
-# The presets never drop attention weights (attn_dropout 0, as LLaMA, Qwen and nanochat, which use no dropout
-# at all; GPT-2 dropped them at 0.1): on a CPU the masks over every (T, T) attention matrix were the largest
-# cost of a training step. The 10M ones drop 20% of the embeddings and of every residual branch's output.
-# What attention dropout does to the val loss is measured in docs/results.md (attention dropout).
 PRESETS: dict[str, dict] = {
     # GPT-2 era: LayerNorm, ReLU FFN (4x), learned positions, biases. 10.77M parameters.
-    "vanilla": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, attn_dropout=0.0, bias=True,
+    "vanilla": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=True,
                     norm="layernorm", mlp="relu", pos="learned"),
     # LLaMA/Qwen style: RMSNorm, SwiGLU (384 -> 1024 -> 384), RoPE, no biases. 10.65M parameters.
-    "modern": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, attn_dropout=0.0, bias=False,
+    "modern": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False,
                    norm="rmsnorm", mlp="swiglu", pos="rope"),
     # CPU-sized modern model that learns recognisable Shakespeare in a few minutes on a laptop.
-    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.0, attn_dropout=0.0, bias=False,
+    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.0, bias=False,
                   norm="rmsnorm", mlp="swiglu", pos="rope"),
 }
 

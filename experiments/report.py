@@ -735,7 +735,8 @@ def defined_name(node: ast.stmt) -> str | None:
 MARKED_DOCS = {
     "model.md": ("final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos", "modern"),
     "training.md": ("default_cpu", "default_cpu_bf16", "default_cpu_float32", "default_cuda", "default_mps",
-                    "bench_profile_cpu_bf16", "bench_train_cpu_bf16", "bench_train_cpu_bf16_fused",
+                    "bench_profile_cpu_bf16", "bench_train_cpu_bf16", "bench_train_cpu_bf16_attn_dropout0",
+                    "bench_train_cpu_bf16_fused",
                     "bench_train_cpu_bf16_compile", "bench_train", "bench_train_compile"),
     "generation.md": ("bench_generate_cpu_bf16", "bench_generate_cpu_bf16_float32", "bench_generate",
                       "bench_generate_bf16", "kvcache"),

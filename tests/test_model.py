@@ -143,11 +143,12 @@ def test_dropout_zeroes_a_fraction_p_and_keeps_the_expected_value():
     assert dropout.eval()(x) is x  # eval mode: the identity
 
 
-def test_attention_dropout_follows_dropout_unless_set_and_the_presets_turn_it_off():
-    assert GPTConfig(dropout=0.3).attention_dropout == 0.3  # and so do checkpoints saved before the field
+def test_attention_dropout_follows_dropout_unless_set():
+    assert GPTConfig(dropout=0.3).attention_dropout == 0.3  # as in every preset, and checkpoints from before the field
     assert GPTConfig(dropout=0.3, attn_dropout=0.1).attention_dropout == 0.1
+    assert GPTConfig(dropout=0.3, attn_dropout=0.0).attention_dropout == 0.0
     for preset in ("vanilla", "modern", "small"):
-        assert GPTConfig.from_preset(preset).attention_dropout == 0.0
+        assert GPTConfig.from_preset(preset).attention_dropout == GPTConfig.from_preset(preset).dropout
     idx = torch.randint(0, 23, (2, 16))
     for attention in ("fused", "manual"):  # training mode, dropout only on the attention weights
         dropped = tiny_model(attention=attention, dropout=0.0, attn_dropout=0.5).train()
