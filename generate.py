@@ -134,6 +134,24 @@ def compiled_decode_step() -> Callable[[GPT, torch.Tensor, KVCache], torch.Tenso
     return torch.compile(decode_step, fullgraph=True)
 
 
+def checked_once(step: Callable[[GPT, torch.Tensor, KVCache], torch.Tensor]) -> Callable:
+    """The compiled step, for one generation: its first call runs torch.compile's checks (guards) that the
+    compiled graph fits what it is given, compiling again if not; later calls skip them. Within one
+    generation the model, the batch, every shape and the precision stay as they were, so the checks would
+    pass every time, and at batch 1 on a CPU they are a noticeable part of each token's time."""
+    checked = False
+
+    def call(*args) -> torch.Tensor:
+        nonlocal checked
+        if checked:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return step(*args)
+        checked = True
+        return step(*args)
+
+    return call
+
+
 @torch.no_grad()
 def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                     top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
@@ -150,7 +168,7 @@ def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
     """
     if compile_step and not use_kv_cache:
         raise ValueError("a compiled decode step needs the KV cache")
-    step = compiled_decode_step() if compile_step else decode_step
+    step = checked_once(compiled_decode_step()) if compile_step else decode_step
     block_size = model.config.block_size
     keep = max(1, block_size - block_size // 4)
     seq = idx

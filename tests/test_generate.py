@@ -93,11 +93,19 @@ def test_compiled_decode_step_gives_the_greedy_tokens_of_the_eager_step_and_of_n
 @pytest.mark.slow  # torch.compile takes seconds
 def test_the_decode_step_is_compiled_once_for_every_position_and_every_window_slide(tokenizer):
     # The cache's shapes never change and its position is a tensor, so nothing the compiled step was
-    # compiled for changes from one token to the next: compiling again would cost seconds per token.
+    # compiled for changes from one position to the next (which is what lets generation skip its checks
+    # after the first step): compiling again would cost seconds per token.
     model = tiny_model("modern")
     warm_up_compiled_step(model)
-    with torch.compiler.set_stance("fail_on_recompile"):  # raises if a step would be compiled again
-        compiled = sample(model, tokenizer, "ROMEO:", 100, temperature=1.0, seed=0, compile_step=True)
+    step = generate.compiled_decode_step()
+    with torch.inference_mode(), torch.compiler.set_stance("fail_on_recompile"):  # raises on a recompile
+        cache, token = model.new_kv_cache(), torch.tensor([[5]])  # made as generation makes them
+        for _ in range(2):  # a slide refills the cache from position 0
+            cache.reset()
+            model(torch.tensor([[1, 2, 3]]), kv_cache=cache)
+            for _ in range(model.config.block_size - 3):
+                step(model, token, cache)
+    compiled = sample(model, tokenizer, "ROMEO:", 100, temperature=1.0, seed=0, compile_step=True)
     assert compiled == sample(model, tokenizer, "ROMEO:", 100, temperature=1.0, seed=0)
 
 
