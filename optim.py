@@ -36,22 +36,23 @@ def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """About U V^T for matrix = U S V^T: a quintic Newton-Schulz iteration, x <- a x + b (x x^T) x +
     c (x x^T)^2 x, which pushes every singular value of x towards 1. Its coefficients (Jordan 2024) make
     small singular values grow as fast as possible, at the price of landing anywhere from about 0.7 to 1.2
-    rather than on 1: Muon trains as well with that (Jordan 2024), in 5 steps instead of dozens."""
+    rather than on 1: Muon trains as well with that (Jordan 2024), in 5 steps instead of dozens.
+    matrix may also be a batch of same-shaped matrices (n, rows, cols), each orthogonalised on its own."""
     a, b, c = 3.4445, -4.7750, 2.0315
     # bfloat16, as modded-nanogpt does: the update needs singular values near 1, not exact ones, so the
     # rounding costs nothing that matters, and on a GPU bfloat16 matrix products run several times faster.
     x = matrix.bfloat16()
-    tall = matrix.size(0) > matrix.size(1)
+    tall = matrix.size(-2) > matrix.size(-1)
     if tall:  # work on the wide shape, so x @ x.T is the smaller of the two Gram matrices
-        x = x.T
+        x = x.mT
     # The spectral norm is at most the Frobenius norm: dividing by it puts every singular value in [0, 1],
     # where the iteration converges.
-    x = x / (x.norm() + 1e-7)
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
     if tall:
-        x = x.T
+        x = x.mT
     return x.to(matrix.dtype)
 
 
@@ -81,17 +82,26 @@ class MuonAdamW(torch.optim.Optimizer):
                 self.adamw_step(params, group)
 
     def muon_step(self, params: list[torch.Tensor], group: dict) -> None:
-        """Nesterov momentum, orthogonalised, scaled to AdamW's RMS; weight decay decoupled as AdamW's."""
+        """Nesterov momentum, orthogonalised, scaled to AdamW's RMS; weight decay decoupled as AdamW's. The
+        matrices of one shape (the same layer in every block) are orthogonalised together, as one batch: a
+        few large products instead of many small ones."""
         momentum, lr = group["momentum"], group["lr"]
+        by_shape: dict[torch.Size, list[torch.Tensor]] = {}
         for p in params:
-            state = self.state[p]
-            if not state:
-                state["momentum_buffer"] = torch.zeros_like(p)
-            buffer = state["momentum_buffer"]
-            buffer.lerp_(p.grad, 1 - momentum)  # a moving average of the gradients
-            update = orthogonalize(p.grad.lerp(buffer, momentum))  # Nesterov: a step further along the momentum
-            p.mul_(1 - lr * group["weight_decay"])
-            p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
+            by_shape.setdefault(p.shape, []).append(p)
+        for shape, same_shape in by_shape.items():
+            nesterov = []
+            for p in same_shape:
+                state = self.state[p]
+                if not state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buffer = state["momentum_buffer"]
+                buffer.lerp_(p.grad, 1 - momentum)  # a moving average of the gradients
+                nesterov.append(p.grad.lerp(buffer, momentum))  # Nesterov: a step further along the momentum
+            updates = orthogonalize(torch.stack(nesterov))
+            for p, update in zip(same_shape, updates, strict=True):
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(shape)))
 
     def adamw_step(self, params: list[torch.Tensor], group: dict) -> None:
         """PyTorch's own AdamW, its state kept where torch.optim.AdamW keeps it (and as its kernels need it)."""
