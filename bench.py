@@ -67,6 +67,20 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
     return time.perf_counter() - started
 
 
+def median_seconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """The median wall-clock seconds of `repeats` calls of run, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
+        started = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def seconds_to_read_weights(model: GPT, device: torch.device, repeats: int = 50) -> float:
     """The floor under one decode step: seconds to multiply every weight matrix a token passes through (each
     block's linear layers and the head) by one vector, and nothing else. Each weight is read from memory
@@ -74,15 +88,8 @@ def seconds_to_read_weights(model: GPT, device: torch.device, repeats: int = 50)
     matrices = [module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)]
     vectors = {width: torch.randn(1, width, dtype=matrices[0].dtype, device=device)
                for width in {matrix.size(1) for matrix in matrices}}
-    times = []
-    for _ in range(repeats + 5):  # the first 5 warm up
-        synchronize(device)
-        started = time.perf_counter()
-        for matrix in matrices:
-            torch.nn.functional.linear(vectors[matrix.size(1)], matrix)
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times[5:])
+    return median_seconds(lambda: [torch.nn.functional.linear(vectors[m.size(1)], m) for m in matrices], device,
+                          repeats, warmup=5)
 
 
 def cold_compile_seconds(model: GPT) -> float:
@@ -111,25 +118,26 @@ def bench_generate(args: argparse.Namespace) -> dict:
     decode step compiled (its compile time measured apart, and the number of tokens after which compiling
     pays off), each beside the limit its weight reads set, in the precision generate.py stores weights in."""
     device = pick_device(args.device)
-    info = run_info(device, pick_dtype(device, args.dtype), args.command)
+    dtype = pick_dtype(device, args.dtype)
+    info = run_info(device, dtype, args.command)
     paths = [path for path in DECODING_PATHS if args.compile or not path[2]]
     say(f"{info['device']}: {args.new_tokens} new tokens after a 1-token prompt, median of {args.repeats} runs "
         f"with the KV cache and {args.no_cache_repeats} without")
     rows, measurements = [], []
     for preset in args.preset:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig.from_preset(preset)).to(device, dtype).eval()  # random weights: speed ignores them
+        with torch.inference_mode():
+            weight_read_s = seconds_to_read_weights(model, device)
         for name, use_kv_cache, compiled in paths:
-            dtype = pick_dtype(device, args.dtype)
-            torch.manual_seed(0)
-            model = GPT(GPTConfig.from_preset(preset)).to(device, dtype).eval()  # random weights: speed ignores them
             with torch.inference_mode():
                 compile_s = cold_compile_seconds(model) if compiled else None
                 seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device, compiled)  # first calls allocate
                 runs = [args.new_tokens / seconds_to_generate(model, args.new_tokens, use_kv_cache, device, compiled)
                         for _ in range(args.repeats if use_kv_cache else args.no_cache_repeats)]
-                weight_read_s = seconds_to_read_weights(model, device)
             rate = statistics.median(runs)
             result = {"preset": preset, "params": model.num_params(), "path": name,
-                      "dtype": str(dtype).removeprefix("torch."), "tokens_per_s": round(rate, 1),
+                      "dtype": info["dtype"], "tokens_per_s": round(rate, 1),
                       "runs": [round(x, 1) for x in runs], "weight_read_ms": round(weight_read_s * 1e3, 3),
                       "weight_read_limit_tokens_per_s": round(1 / weight_read_s, 1),
                       "fraction_of_limit": round(rate * weight_read_s, 3),
@@ -169,14 +177,7 @@ def matmul_flops_per_s(device: torch.device, dtype: torch.dtype, size: int = 204
     this rate over the FLOPs per token is the ceiling on training tokens/s."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    times = []
-    for _ in range(repeats + 1):  # the first warms up
-        synchronize(device)
-        started = time.perf_counter()
-        a @ b
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    return 2 * size ** 3 / statistics.median(times[1:])
+    return 2 * size ** 3 / median_seconds(lambda: a @ b, device, repeats)
 
 
 def time_steps(step: Callable[[], object], warmup_steps: int, steps: int, device: torch.device) -> tuple[float, float]:
@@ -197,14 +198,37 @@ def time_steps(step: Callable[[], object], warmup_steps: int, steps: int, device
     return first_step, time.perf_counter() - started
 
 
+def train_settings(device: torch.device, recipe: str | None = None, optimizer: str | None = None) -> argparse.Namespace:
+    """train.py's settings for this device with only --recipe and --optimizer given (each None: left out)."""
+    flags = {"--recipe": recipe, "--optimizer": optimizer}
+    settings = parse_args([part for flag, value in flags.items() if value for part in (flag, value)])
+    apply_recipe(settings, device.type)
+    return settings
+
+
+def training_step(config: GPTConfig, settings: argparse.Namespace, batch_size: int, device: torch.device,
+                  dtype: torch.dtype, compile_model: bool = False) -> tuple[GPT, Callable[[], torch.Tensor]]:
+    """A model of config (seeded, so every benchmark starts from the same weights) and one of train.py's
+    train_steps on it, as a function: the settings' optimizer, lr, accumulation and clipping, on one fixed
+    batch of random tokens (batch_size x grad_accum sequences). Returns the uncompiled model and the step."""
+    torch.manual_seed(0)
+    raw_model = GPT(config).to(device)
+    optimizer = train.make_optimizer(raw_model, settings.lr, settings.weight_decay, settings.beta2, device,
+                                     settings.optimizer)
+    model = torch.compile(raw_model) if compile_model else raw_model
+    sequences = batch_size * settings.grad_accum
+    x, y = (torch.randint(config.vocab_size, (sequences, config.block_size), device=device) for _ in range(2))
+    step = functools.partial(train.train_step, model, optimizer, grad_scaler(device, dtype), x, y, settings.lr,
+                             settings.grad_accum, settings.grad_clip, dtype)
+    return raw_model, step
+
+
 def bench_train(args: argparse.Namespace) -> dict:
     """Training tokens/s (forward, backward, optimizer step) per preset: train.py's train_step with the settings
     of a recipe (train.py's default for the device unless --recipe names one), on random tokens."""
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    settings = parse_args([*(["--recipe", args.recipe] if args.recipe else []),
-                           *(["--optimizer", args.optimizer] if args.optimizer else [])])  # every train.py default
-    apply_recipe(settings, device.type)
+    settings = train_settings(device, args.recipe, args.optimizer)
     batch_size = args.batch_size or settings.batch_size
     compile_model = settings.compile if args.compile is None else args.compile
     info = run_info(device, dtype, args.command)
@@ -216,22 +240,12 @@ def bench_train(args: argparse.Namespace) -> dict:
         f"{args.warmup_steps} untimed + {args.steps} timed steps")
     rows, measurements = [], []
     for preset in args.preset:
-        torch.manual_seed(0)
         overrides = {name: value for name in ("block_size", "dropout", "attn_dropout", "attention")
                      if (value := getattr(args, name)) is not None}
         config = GPTConfig.from_preset(preset, **overrides)
-        raw_model = GPT(config).to(device)
-        optimizer = train.make_optimizer(raw_model, settings.lr, settings.weight_decay, settings.beta2, device,
-                                         settings.optimizer)
-        model = torch.compile(raw_model) if compile_model else raw_model
-        scaler = grad_scaler(device, dtype)
-        sequences = batch_size * settings.grad_accum
-        x = torch.randint(config.vocab_size, (sequences, config.block_size), device=device)
-        y = torch.randint(config.vocab_size, (sequences, config.block_size), device=device)
-        step = functools.partial(train.train_step, model, optimizer, scaler, x, y, settings.lr, settings.grad_accum,
-                                 settings.grad_clip, dtype)
+        raw_model, step = training_step(config, settings, batch_size, device, dtype, compile_model)
         first_step, seconds = time_steps(step, args.warmup_steps, args.steps, device)
-        tokens_per_second = args.steps * sequences * config.block_size / seconds
+        tokens_per_second = args.steps * batch_size * settings.grad_accum * config.block_size / seconds
         params = raw_model.num_params()
         mfu = tokens_per_second * flops_per_token(config, params) / peak if peak else None
         ceiling = matmul_rate / flops_per_token(config, params)  # tokens/s if every FLOP ran at the matmul rate
@@ -265,17 +279,10 @@ def bench_profile(args: argparse.Namespace) -> dict:
 
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    settings = parse_args(["--optimizer", args.optimizer] if args.optimizer else [])
-    apply_recipe(settings, device.type)
+    settings = train_settings(device, optimizer=args.optimizer)
     info = run_info(device, dtype, args.command)
-    torch.manual_seed(0)
     config = GPTConfig.from_preset(args.preset)
-    model = GPT(config).to(device)
-    optimizer = train.make_optimizer(model, settings.lr, settings.weight_decay, settings.beta2, device,
-                                     settings.optimizer)
-    x, y = (torch.randint(config.vocab_size, (settings.batch_size, config.block_size), device=device) for _ in range(2))
-    step = functools.partial(train.train_step, model, optimizer, grad_scaler(device, dtype), x, y, settings.lr, 1,
-                             settings.grad_clip, dtype)
+    _, step = training_step(config, settings, settings.batch_size, device, dtype)
     time_steps(step, 3, 1, device)  # warm up
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]
     with profile(activities=activities) as profiler:

@@ -204,13 +204,13 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
     return torch.cat([idx, *(token for token, _ in steps)], dim=1)
 
 
-def warm_up_compiled_step(model: GPT, batch_size: int = 1) -> float:
-    """Compile the decode step for this model and batch size now, by generating two tokens, and return the
+def warm_up_compiled_step(model: GPT) -> float:
+    """Compile the decode step for this model at batch 1 now, by generating two tokens, and return the
     seconds it took. Raises what torch.compile raises when it cannot compile (no C++ compiler, say).
     Run under inference_mode, as sample() runs, so that the compiled step is reused rather than compiled
     again for another grad mode."""
     device = next(model.parameters()).device
-    prompt = torch.zeros((batch_size, 1), dtype=torch.long, device=device)
+    prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
     started = time.perf_counter()
     with torch.inference_mode():
         for _ in generate_tokens(model, prompt, 2, temperature=0, compile_step=True):
@@ -442,7 +442,7 @@ def run(args: argparse.Namespace) -> None:
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
     if compile_step:
-        compile_step = compile_for_generation(model, args)
+        compile_step = compile_for_generation(model, asked=bool(args.compile))
     dtype = next(model.parameters()).dtype
     print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
           f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
@@ -465,15 +465,15 @@ def run(args: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)
 
 
-def compile_for_generation(model: GPT, args: argparse.Namespace) -> bool:
+def compile_for_generation(model: GPT, asked: bool) -> bool:
     """Compile the decode step before the first sample, saying how long it took; return whether it is
-    compiled. If torch.compile fails (it needs a C++ compiler on a CPU), --compile is an error, while the
-    automatic choice says so and generates eagerly."""
+    compiled. If torch.compile fails (it needs a C++ compiler on a CPU), it is an error where --compile
+    asked for it (asked), while the automatic choice says so and generates eagerly."""
     try:
         seconds = warm_up_compiled_step(model)
     except Exception as error:  # torch.compile's failures come in many types (a compiler missing, ...)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if args.compile:
+        if asked:
             raise ValueError(f"torch.compile could not compile the decode step ({reason}); "
                              "run without --compile") from error
         print(f"torch.compile could not compile the decode step ({reason}): generating without it",

@@ -25,7 +25,6 @@ Writes experiments/results/optimizer.json and attn_dropout.json, then regenerate
 from __future__ import annotations
 
 import argparse
-import functools
 import shlex
 import sys
 from pathlib import Path
@@ -38,11 +37,10 @@ import torch  # noqa: E402
 import bench  # noqa: E402
 import data  # noqa: E402
 import settings  # noqa: E402
-import train  # noqa: E402
-from device import grad_scaler, pick_device, pick_dtype  # noqa: E402
+from device import pick_device, pick_dtype  # noqa: E402
 from experiments import common, report, stats  # noqa: E402
 from lessons.overfitting import write_slice  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
+from model import GPTConfig  # noqa: E402
 
 EXPERIMENTS = ("optimizer", "attn-dropout")
 ADAMW_AT_ITS_BEST = ["--optimizer", "adamw", "--lr", "4e-3", "--min-lr", "4e-4"]
@@ -74,16 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def seconds_per_step(optimizer: str, device: torch.device) -> float:
     """Seconds one train_step of the cpu recipe takes with this optimizer (10 timed after 3 untimed)."""
-    recipe = settings.parse_args(["--recipe", "cpu", "--optimizer", optimizer])
-    settings.apply_recipe(recipe, device.type)
-    dtype = pick_dtype(device)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_preset(recipe.preset)).to(device)
-    optim = train.make_optimizer(model, recipe.lr, recipe.weight_decay, recipe.beta2, device, optimizer)
-    x, y = (torch.randint(model.config.vocab_size, (recipe.batch_size, model.config.block_size), device=device)
-            for _ in range(2))
-    step = functools.partial(train.train_step, model, optim, grad_scaler(device, dtype), x, y, recipe.lr, 1,
-                             recipe.grad_clip, dtype)
+    recipe = bench.train_settings(device, "cpu", optimizer)
+    _, step = bench.training_step(GPTConfig.from_preset(recipe.preset), recipe, recipe.batch_size, device,
+                                  pick_dtype(device))
     return bench.time_steps(step, 3, 10, device)[1] / 10
 
 
