@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 
 import train
-from device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
 from generate import generate_tokens, silence_closed_stdout, warm_up_compiled_step
+from machinery.device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
+from machinery.optim import OPTIMIZERS
+from machinery.results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
+from machinery.settings import RECIPES, apply_recipe, parse_args
 from model import ATTENTIONS, GPT, PRESETS, GPTConfig
-from optim import OPTIMIZERS
-from results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
-from settings import RECIPES, apply_recipe, parse_args
 
 SCRATCH_DIR = ROOT / "out" / "bench"  # ignored by git; RESULTS_DIR holds the committed results
 TEN_MILLION_PRESETS = ("vanilla", "modern")

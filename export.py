@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import check_finite_weights, load_checkpoint
+from machinery.checkpoint import check_finite_weights, load_checkpoint
 from model import GPT, GPTConfig
 
 TOKENIZER_FILE = "tinygpt_tokenizer.json"

@@ -38,8 +38,8 @@ from typing import NoReturn
 import torch
 from torch.nn import functional as F
 
-from checkpoint import load_checkpoint
-from device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
+from machinery.checkpoint import load_checkpoint
+from machinery.device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
 from model import GPT, KVCache
 from tokenizer import Tokenizer, tokenizer_from_state
 

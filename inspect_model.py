@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from device import DEVICES, pick_device
 from generate import (
     EMPTY_PROMPT,
     ArgumentParser,
@@ -45,6 +44,7 @@ from generate import (
     generate_tokens,
     load,
 )
+from machinery.device import DEVICES, pick_device
 from model import GPT
 from tokenizer import Tokenizer, bits_per_char
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from checkpoint import load_checkpoint
+from machinery.checkpoint import load_checkpoint
 
 NORMS = ("layernorm", "rmsnorm", "none")
 MLPS = ("relu", "gelu", "swiglu", "none")

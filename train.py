@@ -37,15 +37,21 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-import checkpoint
 import data
-import distributed
-import settings
-from device import autocast, check_fits_in_memory, describe_device, grad_scaler, pick_device, pick_dtype, synchronize
 from generate import print_sample, silence_closed_stdout
+from machinery import checkpoint, distributed, settings
+from machinery.device import (
+    autocast,
+    check_fits_in_memory,
+    describe_device,
+    grad_scaler,
+    pick_device,
+    pick_dtype,
+    synchronize,
+)
+from machinery.optim import MuonAdamW
+from machinery.progress import Clock, Progress, format_seconds
 from model import GPT, GPTConfig
-from optim import MuonAdamW
-from progress import Clock, Progress, format_seconds
 from tokenizer import bits_per_char
 
 # ----------------------------------------------------------------------------------------------------
@@ -420,7 +426,7 @@ def close(run: Run) -> None:
 def write_loss_plot(out_dir: Path) -> bool:
     """loss.png from metrics.jsonl, when matplotlib is installed (it is optional); whether it was written."""
     try:
-        from plots import plot_training_curves
+        from machinery.plots import plot_training_curves
     except ImportError:
         print("(loss.png skipped: pip install matplotlib to get it)")
         return False

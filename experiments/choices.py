@@ -36,10 +36,10 @@ import torch  # noqa: E402
 
 import bench  # noqa: E402
 import data  # noqa: E402
-import settings  # noqa: E402
-from device import pick_device, pick_dtype  # noqa: E402
 from experiments import common, report, stats  # noqa: E402
 from lessons.overfitting import write_slice  # noqa: E402
+from machinery import settings  # noqa: E402
+from machinery.device import pick_device, pick_dtype  # noqa: E402
 from model import GPTConfig  # noqa: E402
 
 EXPERIMENTS = ("optimizer", "attn-dropout")

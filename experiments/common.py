@@ -21,12 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import data
-import results
-import settings
-from checkpoint import load_checkpoint
-from device import pick_device
+from machinery import results, settings
+from machinery.checkpoint import load_checkpoint
+from machinery.device import pick_device
+from machinery.results import RESULTS_DIR, ROOT, display_path
 from model import GPT, GPTConfig
-from results import RESULTS_DIR, ROOT, display_path
 
 DOCS_DIR = ROOT / "docs"
 RUNS_DIR = ROOT / "out" / "experiments"  # checkpoints and logs of every run (git-ignored)

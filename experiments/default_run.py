@@ -23,9 +23,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python experiments/default_run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from checkpoint import load_checkpoint  # noqa: E402
-from device import pick_device, pick_dtype  # noqa: E402
 from experiments import common, report  # noqa: E402
+from machinery.checkpoint import load_checkpoint  # noqa: E402
+from machinery.device import pick_device, pick_dtype  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as `python experiments/download_size.py`: m
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, report  # noqa: E402
-from results import RESULTS_DIR, ROOT, git_commit  # noqa: E402
+from machinery.results import RESULTS_DIR, ROOT, git_commit  # noqa: E402
 
 LOCK_FILE = ROOT / "uv.lock"
 PROJECT = "tinygpt"

@@ -20,9 +20,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python experiments/final.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device import pick_device  # noqa: E402
 from experiments import common, report  # noqa: E402
-from settings import RECIPES  # noqa: E402
+from machinery.device import pick_device  # noqa: E402
+from machinery.settings import RECIPES  # noqa: E402
 
 PRESETS = ("vanilla", "modern")
 

@@ -38,8 +38,8 @@ import torch  # noqa: E402
 
 import data  # noqa: E402
 import generate  # noqa: E402
-from device import pick_device  # noqa: E402
 from experiments import common, report, swaps  # noqa: E402
+from machinery.device import pick_device  # noqa: E402
 from tokenizer import bits_per_char, build_tokenizer  # noqa: E402
 
 

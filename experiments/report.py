@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as `python experiments/report.py`: make the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, stats  # noqa: E402
-from results import markdown_table  # noqa: E402
+from machinery.results import markdown_table  # noqa: E402
 
 ORDER = ("ladder", "ladder_full", "default_cpu", "default_cuda", "default_mps", "final_cuda", "final_mps", "final_cpu",
          "norm", "mlp", "pos", "modern", "pos_scale", "kvcache", "tokenizers", "speed")  # others follow, by name
@@ -81,7 +81,7 @@ def plot_file(name: str, docs_dir: Path, title: str, draw: Callable[[ModuleType,
     """Write docs/plots/<name>.png with draw(plots, path), plots being the plots module; the markdown that
     shows it, or [] where matplotlib (optional) is missing."""
     try:
-        import plots
+        from machinery import plots
     except ImportError:
         print(f"({name}.png skipped: pip install matplotlib to get it)")
         return []

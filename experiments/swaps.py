@@ -41,11 +41,11 @@ if __package__ in (None, ""):  # run as `python experiments/swaps.py`: make the 
 
 import torch  # noqa: E402
 
-import settings  # noqa: E402
-from checkpoint import load_checkpoint  # noqa: E402
-from device import pick_device, synchronize  # noqa: E402
 from experiments import common, report, stats  # noqa: E402
 from generate import generate  # noqa: E402
+from machinery import settings  # noqa: E402
+from machinery.checkpoint import load_checkpoint  # noqa: E402
+from machinery.device import pick_device, synchronize  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import tokenizer_from_state  # noqa: E402
 

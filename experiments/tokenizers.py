@@ -31,8 +31,8 @@ if __package__ in (None, ""):  # run as `python experiments/tokenizers.py`: make
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data  # noqa: E402
-from checkpoint import load_checkpoint  # noqa: E402
 from experiments import common, report  # noqa: E402
+from machinery.checkpoint import load_checkpoint  # noqa: E402
 from tokenizer import GPT2Tokenizer, tokenizer_from_state  # noqa: E402
 
 PRESET = "modern"  # the architecture under test is the project's default one

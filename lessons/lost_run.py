@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(result["report"][0])
 
     def draw(path: Path) -> None:
-        from plots import plot_val_curves
+        from machinery.plots import plot_val_curves
 
         curves = {name: (list(losses), list(losses.values()), [0.0] * len(losses))
                   for name, losses in result["val_loss"].items()}

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["report"] = report_lines(result)
 
     def draw(path: Path) -> None:
-        from plots import plot_training_curves
+        from machinery.plots import plot_training_curves
 
         plot_training_curves(run["metrics"], path)
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 
 import bench
-import results
+from machinery import results
 
 TINY_GENERATE = ["generate", "--preset", "small", "--new-tokens", "2", "--warmup-tokens", "1", "--repeats", "1",
                  "--device", "cpu", "--dtype", "float32"]

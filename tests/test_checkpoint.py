@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
 import train
-from checkpoint import RunState, load_checkpoint, make_checkpoint, restore_training, rng_state, save_checkpoint
-from device import grad_scaler
+from machinery import checkpoint
+from machinery.checkpoint import (
+    RunState,
+    load_checkpoint,
+    make_checkpoint,
+    restore_training,
+    rng_state,
+    save_checkpoint,
+)
+from machinery.device import grad_scaler
 from model import GPT, GPTConfig
 from tokenizer import CharTokenizer, tokenizer_from_state
 

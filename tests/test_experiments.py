@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from device import cpu_has_fast_bf16
 from experiments import common, default_run, final, speed, swaps, tokenizers
-from settings import RECIPES
+from machinery.device import cpu_has_fast_bf16
+from machinery.settings import RECIPES
 
 pytestmark = pytest.mark.slow  # the suites train real runs through train.py processes
 

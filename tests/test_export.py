@@ -17,10 +17,10 @@ transformers = pytest.importorskip("transformers")
 
 import export  # noqa: E402  (after the skips: export needs safetensors)
 import train  # noqa: E402
-from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
 from data import get_batch  # noqa: E402
-from device import grad_scaler  # noqa: E402
 from generate import generate, sample  # noqa: E402
+from machinery.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
+from machinery.device import grad_scaler  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import CharTokenizer, tokenizer_from_state  # noqa: E402
 

@@ -20,13 +20,11 @@ import pytest
 import torch
 from test_train import REPO, assert_same_losses, assert_same_weights, flags, one_thread_env, read_metrics, refusal
 
-import checkpoint
-import device
 import export
 import generate
-import settings
 import train
-from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from machinery import checkpoint, device, settings
+from machinery.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from model import GPT
 from tokenizer import tokenizer_from_state
 

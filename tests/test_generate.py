@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import device
 import generate
-from checkpoint import make_checkpoint, save_checkpoint
 from generate import (
     StreamDecoder,
     default_prompt,
@@ -24,6 +22,8 @@ from generate import (
     sample_next,
     warm_up_compiled_step,
 )
+from machinery import device
+from machinery.checkpoint import make_checkpoint, save_checkpoint
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 

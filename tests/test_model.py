@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from checkpoint import make_checkpoint, save_checkpoint
 from generate import generate, generate_tokens
+from machinery.checkpoint import make_checkpoint, save_checkpoint
 from model import GPT, MLP, MLPS, NORMS, POSITIONS, Dropout, GPTConfig, SwiGLU, apply_rotary_emb, rope_tables
 from tokenizer import CharTokenizer
 

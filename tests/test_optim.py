@@ -19,9 +19,9 @@ from torch import nn
 
 import data
 import train
-from checkpoint import load_checkpoint, save_checkpoint
+from machinery.checkpoint import load_checkpoint, save_checkpoint
+from machinery.optim import MuonAdamW, orthogonalize
 from model import GPT, GPTConfig
-from optim import MuonAdamW, orthogonalize
 
 SHAPES = {"tall": (96, 32), "wide": (32, 96)}
 

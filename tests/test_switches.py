@@ -7,8 +7,8 @@ The model is tiny (vocabulary 23, context 16, width 32) so every check is exact 
 import pytest
 import torch
 
-import settings
 import train
+from machinery import settings
 from model import GPT, GPTConfig
 
 V, T, D = 23, 16, 32  # vocabulary, context, width

@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 import model
-import settings
 import train
-from checkpoint import load_checkpoint, save_checkpoint
-from device import grad_scaler
+from machinery import settings
+from machinery.checkpoint import load_checkpoint, save_checkpoint
+from machinery.device import grad_scaler
+from machinery.optim import OPTIMIZERS
 from model import GPT, GPTConfig, RMSNorm
-from optim import OPTIMIZERS
 from tokenizer import tokenizer_from_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ KILLED_MID_WRITE = textwrap.dedent("""
     import io, os, signal, sys
     from pathlib import Path
     import torch
-    import checkpoint
+    from machinery import checkpoint
 
     real_save = torch.save
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from data import write_atomically
-from device import describe_device
+from machinery.device import describe_device
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "experiments" / "results"
 
 

@@ -21,9 +21,9 @@ import sys
 from dataclasses import asdict
 
 from data import DATA_ENV_VAR
-from device import pick_device
+from machinery.device import pick_device
+from machinery.optim import OPTIMIZERS
 from model import ATTENTIONS, MLPS, NORMS, POSITIONS, PRESETS, GPTConfig
-from optim import OPTIMIZERS
 from tokenizer import TOKENIZER_KINDS
 
 # The small preset's size, for recipes that train other presets at that size (the swap experiments).
