@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 
 import train
-from generate import generate_tokens, silence_closed_stdout, warm_up_compiled_step
+from generate import generate_tokens, warm_up_compiled_step
 from machinery.device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
+from machinery.guards import silence_closed_stdout
 from machinery.optim import OPTIMIZERS
 from machinery.results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
-from machinery.settings import RECIPES, apply_recipe, parse_args
+from machinery.settings import RECIPES, Settings, given_flags, parse_args, resolve
 from model import ATTENTIONS, GPT, PRESETS, GPTConfig
 
 SCRATCH_DIR = ROOT / "out" / "bench"  # ignored by git; RESULTS_DIR holds the committed results
@@ -126,7 +127,8 @@ def bench_generate(args: argparse.Namespace) -> dict:
     rows, measurements = [], []
     for preset in args.preset:
         torch.manual_seed(0)
-        model = GPT(GPTConfig.from_preset(preset)).to(device, dtype).eval()  # random weights: speed ignores them
+        with torch.device(device):  # random weights: speed ignores them
+            model = GPT(GPTConfig.from_preset(preset)).to(dtype).eval()
         with torch.inference_mode():
             weight_read_s = seconds_to_read_weights(model, device)
         for name, use_kv_cache, compiled in paths:
@@ -198,21 +200,21 @@ def time_steps(step: Callable[[], object], warmup_steps: int, steps: int, device
     return first_step, time.perf_counter() - started
 
 
-def train_settings(device: torch.device, recipe: str | None = None, optimizer: str | None = None) -> argparse.Namespace:
+def train_settings(device: torch.device, recipe: str | None = None, optimizer: str | None = None) -> Settings:
     """train.py's settings for this device with only --recipe and --optimizer given (each None: left out)."""
-    flags = {"--recipe": recipe, "--optimizer": optimizer}
-    settings = parse_args([part for flag, value in flags.items() if value for part in (flag, value)])
-    apply_recipe(settings, device.type)
-    return settings
+    flags = {"--recipe": recipe, "--optimizer": optimizer, "--device": device.type}
+    argv = [part for flag, value in flags.items() if value for part in (flag, value)]
+    return resolve(parse_args(argv), given_flags(argv))[0]
 
 
-def training_step(config: GPTConfig, settings: argparse.Namespace, batch_size: int, device: torch.device,
+def training_step(config: GPTConfig, settings: Settings, batch_size: int, device: torch.device,
                   dtype: torch.dtype, compile_model: bool = False) -> tuple[GPT, Callable[[], torch.Tensor]]:
     """A model of config (seeded, so every benchmark starts from the same weights) and one of train.py's
     train_steps on it, as a function: the settings' optimizer, lr, accumulation and clipping, on one fixed
     batch of random tokens (batch_size x grad_accum sequences). Returns the uncompiled model and the step."""
     torch.manual_seed(0)
-    raw_model = GPT(config).to(device)
+    with torch.device(device):
+        raw_model = GPT(config)
     optimizer = train.make_optimizer(raw_model, settings.lr, settings.weight_decay, settings.beta2, device,
                                      settings.optimizer)
     model = torch.compile(raw_model) if compile_model else raw_model

@@ -17,17 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from machinery.files import atomic_file, write_atomically
 from tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -82,31 +79,6 @@ def download_tiny_shakespeare(destination: Path) -> None:
         raise DataError(f"the downloaded Tiny Shakespeare has sha256 {digest}, expected {TINY_SHAKESPEARE_SHA256}; "
                         f"nothing was saved: download it by hand to {destination}")
     write_atomically(destination, content)
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A new file beside path, open for writing, that replaces path once the block ends without error
-    (flushed to disk, then renamed): readers never see half a file, and a failure leaves path as it was
-    and no temp file behind. It is opened with open(..., "xb"), so it gets the usual permissions (0666
-    less the umask), not tempfile's private 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write bytes to path through atomic_file."""
-    with atomic_file(path) as file:
-        file.write(content)
 
 
 def read_text(path: Path, min_chars: int = 1) -> str:

@@ -1,12 +1,12 @@
 """
-Generate with a tinygpt model: the inference loop, and the command line that samples text from a checkpoint.
+Generate with a tinygpt model: from logits to the next token, from a prompt to a continuation.
 
-    python generate.py                                     # out/best.pt, starting from a newline
-    python generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 40
-    python generate.py --prompt-file scene.txt --max-new-tokens 1000 --seed 1 --num-samples 3
-    python generate.py --demo                              # a few scenes, with tokens/s for each
-    python generate.py --no-kv-cache --seed 1 --dtype float32  # the same text as with the cache, slower
-    python generate.py --max-new-tokens 2000 --compile    # the decode step compiled: seconds once, then faster
+    uv run generate.py                                     # out/best.pt, starting from a newline
+    uv run generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 40
+    uv run generate.py --prompt-file scene.txt --max-new-tokens 1000 --seed 1 --num-samples 3
+    uv run generate.py --demo                              # a few scenes, with tokens/s for each
+    uv run generate.py --no-kv-cache --seed 1 --dtype float32  # the same text as with the cache, slower
+    uv run generate.py --max-new-tokens 2000 --compile     # the decode step compiled: seconds once, then faster
 
 From Python (a notebook, or train.py at the end of training):
 
@@ -15,50 +15,43 @@ From Python (a notebook, or train.py at the end of training):
     print(sample(model, tokenizer, prompt="ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))
     ids = generate(model, prompt_ids, max_new_tokens=100, temperature=0)  # token ids (B, T) in and out
 
-The file reads top to bottom. First inference, kept apart from the model as nanochat keeps its engine
-apart from gpt.py: filter_logits and sample_next pick the next token (temperature, top-k, top-p), and
-generate_tokens feeds the model one token at a time through its KV cache, sliding the context window
-once it holds block_size tokens; decode_step is the one-token step it repeats, which torch.compile can
-turn into one graph (compiled_decode_step). Then loading a checkpoint, sample() for text (printed as it
-is produced), and the command line. docs/generation.md explains the rules, what the cache saves and
-when compiling pays off.
+The file reads top to bottom: filter_logits and sample_next pick the next token (temperature, top-k,
+top-p); decode_step is the one-token step through the KV cache; generate_tokens repeats it, sliding the
+context window once it holds block_size tokens. Then loading a checkpoint, sample() for text, and the
+command line. Its flags and the compiling of the decode step live in machinery/. docs/generation.md
+explains the rules, what the cache saves and when compiling pays off.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from torch.nn import functional as F
 
-from machinery.checkpoint import load_checkpoint
-from machinery.device import DEVICES, DTYPES, describe_device, pick_device, pick_dtype
+from machinery.checkpoint import load_checkpoint, load_model
+from machinery.compiling import compiled
+from machinery.device import describe_device, pick_device, pick_dtype
+from machinery.generation import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_TEMPERATURE,
+    DEMO_PROMPTS,
+    EMPTY_PROMPT,
+    StreamDecoder,
+    build_parser,
+    check_command_line,
+    check_prompt,
+    compile_for_generation,
+    compile_pays_off,
+    read_prompt_file,
+)
+from machinery.guards import run_command
 from model import GPT, KVCache
 from tokenizer import Tokenizer, tokenizer_from_state
-
-DEFAULT_MAX_NEW_TOKENS = 500
-DEFAULT_TEMPERATURE = 0.8
-# Compiling the decode step takes seconds once, then saves time on every token: from this many tokens on it
-# pays for itself. bench.py generate measures that break-even, with a cold compile; this is the largest
-# measured on a CPU for the three presets (bench_generate_cpu_bf16 in docs/generation.md), rounded up.
-COMPILE_PAYS_OFF_AFTER = 20_000
-# The openings --demo continues: a speaker's name, as every speech in Tiny Shakespeare begins.
-DEMO_PROMPTS = (
-    "ROMEO:\n",
-    "JULIET:\nO Romeo, Romeo!",
-    "KING RICHARD III:\nNow is the winter of our discontent",
-    "First Citizen:\n",
-)
-EMPTY_PROMPT = "the prompt is empty (or nothing is left of it): the model needs a token to start from"
-REPLACEMENT_CHAR = "\ufffd"  # what UTF-8 decoding puts where the bytes of a character are incomplete
-
 
 # ----------------------------------------------------------------------------------------------------
 # Inference: from logits to the next token, and from a prompt to a continuation
@@ -126,33 +119,6 @@ def decode_step(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor
     return logits[:, -1, :].float()
 
 
-@functools.cache
-def compiled_decode_step() -> Callable[[GPT, torch.Tensor, KVCache], torch.Tensor]:
-    """decode_step compiled by torch.compile: the whole step is one graph (every shape is fixed, the
-    cache's position is a tensor), so the Python and the launch of ~100 small operations per token go
-    away. It is compiled on its first call, and again whenever what it was compiled for changes (the
-    model's shapes, the batch size, the precision)."""
-    return torch.compile(decode_step, fullgraph=True)
-
-
-def checked_once(step: Callable[[GPT, torch.Tensor, KVCache], torch.Tensor]) -> Callable:
-    """The compiled step, for one generation: its first call runs torch.compile's checks (guards) that the
-    compiled graph fits what it is given, compiling again if not; later calls skip them. Within one
-    generation the model, the batch, every shape and the precision stay as they were, so the checks would
-    pass every time, and at batch 1 on a CPU they are a noticeable part of each token's time."""
-    checked = False
-
-    def call(*args) -> torch.Tensor:
-        nonlocal checked
-        if checked:
-            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                return step(*args)
-        checked = True
-        return step(*args)
-
-    return call
-
-
 @torch.no_grad()
 def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                     top_k: int | None = None, top_p: float | None = None, use_kv_cache: bool = True,
@@ -164,12 +130,12 @@ def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
     is dropped: the model then reads the newest 3/4 * block_size tokens (with the cache: they are
     prefilled into a fresh cache) and grows the window again one token at a time. With and without
     the cache the model sees exactly the same context at every step, so the logits agree.
-    compile_step (with the cache only): each one-token step runs compiled_decode_step; the prompt and
+    compile_step (with the cache only): each one-token step runs decode_step compiled; the prompt and
     each refill of the window still run the model as it is.
     """
     if compile_step and not use_kv_cache:
         raise ValueError("a compiled decode step needs the KV cache")
-    step = checked_once(compiled_decode_step()) if compile_step else decode_step
+    step = compiled(decode_step) if compile_step else decode_step  # compiled: machinery/compiling.py
     block_size = model.config.block_size
     keep = max(1, block_size - block_size // 4)
     seq = idx
@@ -238,7 +204,7 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
     if "tokenizer" not in checkpoint:
         raise ValueError(f"{path} has no tokenizer inside, so its token ids cannot be turned into text")
     try:
-        model = GPT.from_checkpoint(checkpoint, device)
+        model = load_model(checkpoint, device)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
     try:
@@ -251,34 +217,6 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
 def default_prompt(tokenizer: Tokenizer) -> str:
     """A newline (the model starts a fresh line of a play), or the vocabulary's first token without one."""
     return "\n" if not tokenizer.unknown_chars("\n") else tokenizer.decode([0])
-
-
-class StreamDecoder:
-    """Turns token ids into text one token at a time, never printing half a character.
-
-    With byte-level BPE one character can span several tokens: until its last byte arrives, decoding
-    ends in U+FFFD. Such text is held back and decoded again with the next token. Each returned piece
-    starts where the last one ended, so the pieces joined equal tokenizer.decode(all ids).
-    """
-
-    def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer = tokenizer
-        self.pending: list[int] = []  # ids whose text is not complete yet
-
-    def push(self, token_id: int) -> str:
-        """Add one token; return the text that is now complete ("" while a character is unfinished)."""
-        self.pending.append(token_id)
-        text = self.tokenizer.decode(self.pending)
-        if text.endswith(REPLACEMENT_CHAR):
-            return ""
-        self.pending = []
-        return text
-
-    def flush(self) -> str:
-        """Return whatever is held back, incomplete or not: the stream has ended."""
-        text = self.tokenizer.decode(self.pending)
-        self.pending = []
-        return text
 
 
 def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -340,109 +278,24 @@ def print_sample(checkpoint_path: Path, device: torch.device, max_new_tokens: in
 
 
 # ----------------------------------------------------------------------------------------------------
-# The command line
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, except that a bad flag is reported like every other error here: one `error:` line."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
-def build_parser() -> ArgumentParser:
-    """The command line; its --help is the manual."""
-    parser = ArgumentParser(
-        description="Sample text from a trained tinygpt checkpoint, printed as it is produced.",
-        epilog="Errors are one line on stderr, exit code 2. Sampling rules: docs/generation.md.",
-    )
-    parser.add_argument("--out-dir", default="out", metavar="DIR",
-                        help="training output directory: its best.pt is used (default: out)")
-    parser.add_argument("--ckpt", metavar="PATH", help="checkpoint file to use instead of OUT_DIR/best.pt")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--prompt", metavar="TEXT",
-                        help="text to continue (default: a newline, a fresh line of the play)")
-    source.add_argument("--prompt-file", metavar="PATH", help="read the text to continue from a UTF-8 file")
-    source.add_argument("--demo", action="store_true",
-                        help="continue a few built-in Shakespeare openings, one after another")
-    parser.add_argument("--drop-unknown", action="store_true",
-                        help="leave out prompt characters the model's vocabulary lacks (default: refuse them)")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
-                        help=f"tokens to generate per sample, >= 1 (default: {DEFAULT_MAX_NEW_TOKENS})")
-    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, metavar="T",
-                        help="divide the logits by this, >= 0: below 1 is safer, above 1 wilder, "
-                             f"0 always picks the most likely token (default: {DEFAULT_TEMPERATURE})")
-    parser.add_argument("--top-k", type=int, metavar="K",
-                        help="sample only from the k most likely tokens, >= 1 (default: all)")
-    parser.add_argument("--top-p", type=float, metavar="P",
-                        help="sample only from the fewest most likely tokens whose probability reaches p, "
-                             "in (0, 1] (default: all)")
-    parser.add_argument("--seed", type=int, metavar="SEED",
-                        help="random seed, to repeat a run; sample i of --num-samples uses SEED + i "
-                             "(default: different text every run)")
-    parser.add_argument("--num-samples", type=int, default=1, metavar="N",
-                        help="how many samples to draw, >= 1 (default: 1)")
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where to run (default: auto, the best found)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                        help="precision the weights are stored in for generation (default: auto, as training "
-                             "computes: bfloat16 on CUDA (float16 on GPUs without it) and on CPUs with native "
-                             "bf16 units, float32 elsewhere; see device.py)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="compile the one-token decode step with torch.compile: seconds to compile once, "
-                             "then faster tokens (default: on when the run generates at least "
-                             f"{COMPILE_PAYS_OFF_AFTER:,} tokens, where it was measured to pay off; "
-                             "docs/generation.md)")
-    parser.add_argument("--no-kv-cache", dest="use_kv_cache", action="store_false",
-                        help="recompute every past token at every step, slower: the same text in float32; "
-                             "in bfloat16 the logits agree to bf16 precision (docs/generation.md)")
-    return parser
-
-
-def read_prompt_file(path: str) -> str:
-    """The text of a prompt file, with a one-line ValueError if it cannot be read as UTF-8."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"--prompt-file {path} is not UTF-8 text (bad byte at offset {error.start})") from error
-    except OSError as error:
-        raise ValueError(f"cannot read --prompt-file {path}: {error.strerror}") from error
-
-
-def check_prompt(prompt: str, tokenizer: Tokenizer, drop_unknown: bool) -> None:
-    """Refuse an empty prompt or one with characters outside the vocabulary, or say which will be dropped."""
-    unknown = tokenizer.unknown_chars(prompt)
-    shown = ", ".join(repr(c) for c in unknown)
-    if unknown and not drop_unknown:
-        raise ValueError(f"the prompt has {len(unknown)} character(s) that are not in the model's "
-                         f"{tokenizer.vocab_size}-token vocabulary: {shown}; remove them or pass --drop-unknown")
-    if all(c in unknown for c in prompt):  # true of "" too
-        raise ValueError(EMPTY_PROMPT)
-    if unknown:
-        print(f"dropping {len(unknown)} character(s) not in the vocabulary from the prompt: {shown}",
-              file=sys.stderr)
+# The command line (its flags: machinery/generation.py)
 
 
 def run(args: argparse.Namespace) -> None:
     """Load the checkpoint and print each requested sample, with its speed on stderr."""
     check_sampling_settings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
-    if args.num_samples < 1:
-        raise ValueError(f"num-samples must be at least 1, not {args.num_samples}")
-    if args.compile and not args.use_kv_cache:
-        raise ValueError("--compile compiles the step that reads the KV cache: leave out --no-kv-cache")
+    check_command_line(args.num_samples, args.compile, args.use_kv_cache)
     device = pick_device(args.device)
     prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     scenes = len(DEMO_PROMPTS) if args.demo else 1
-    compile_step = args.compile
-    if compile_step is None:  # compile where it pays off
-        compile_step = args.use_kv_cache and args.max_new_tokens * args.num_samples * scenes >= COMPILE_PAYS_OFF_AFTER
+    compile_step = compile_pays_off(args.compile, args.use_kv_cache, args.max_new_tokens * args.num_samples * scenes)
     path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
     model, tokenizer = load(path, device, args.dtype)
     prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
     if compile_step:
-        compile_step = compile_for_generation(model, asked=bool(args.compile))
+        compile_step = compile_for_generation(lambda: warm_up_compiled_step(model), asked=bool(args.compile))
     dtype = next(model.parameters()).dtype
     print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
           f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
@@ -465,45 +318,9 @@ def run(args: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)
 
 
-def compile_for_generation(model: GPT, asked: bool) -> bool:
-    """Compile the decode step before the first sample, saying how long it took; return whether it is
-    compiled. If torch.compile fails (it needs a C++ compiler on a CPU), it is an error where --compile
-    asked for it (asked), while the automatic choice says so and generates eagerly."""
-    try:
-        seconds = warm_up_compiled_step(model)
-    except Exception as error:  # torch.compile's failures come in many types (a compiler missing, ...)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if asked:
-            raise ValueError(f"torch.compile could not compile the decode step ({reason}); "
-                             "run without --compile") from error
-        print(f"torch.compile could not compile the decode step ({reason}): generating without it",
-              file=sys.stderr)
-        return False
-    print(f"[compiled the decode step in {seconds:.1f} s]", file=sys.stderr, flush=True)
-    return True
-
-
-def silence_closed_stdout() -> None:
-    """After a BrokenPipeError (the reader went away: `| head`), send stdout nowhere, so the next print
-    and the flush at exit cannot fail again. train.py and bench.py use it too."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code: 0, or 2 with one `error:` line for anything to fix."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except BrokenPipeError:  # stop quietly
-        silence_closed_stdout()
-        return 1
-    except (ValueError, OSError) as error:
-        print("error: " + " ".join(str(error).splitlines()), file=sys.stderr)  # one line, whatever the message
-        return 2
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return 130
-    return 0
+    return run_command(lambda: run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

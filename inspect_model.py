@@ -35,16 +35,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from generate import (
-    EMPTY_PROMPT,
-    ArgumentParser,
-    StreamDecoder,
-    check_sampling_settings,
-    filter_logits,
-    generate_tokens,
-    load,
-)
+from generate import check_sampling_settings, filter_logits, generate_tokens, load
 from machinery.device import DEVICES, pick_device
+from machinery.generation import EMPTY_PROMPT, StreamDecoder
+from machinery.guards import ArgumentParser
 from model import GPT
 from tokenizer import Tokenizer, bits_per_char
 
@@ -99,19 +93,19 @@ def trace(model: GPT, ids: list[int]) -> Trace:
     for block in blocks:
         hooks.append(block.attn.attn_dropout.register_forward_hook(keep_output(attention)))
         hooks.append(block.register_forward_hook(keep_output(residual)))
-    paths = [block.attn.attention for block in blocks]
+    paths = [block.attn.fused for block in blocks]
     was_training = model.training
     try:
         model.eval()  # no dropout: in training mode the captured weights would be randomly zeroed
         for block in blocks:
-            block.attn.attention = "manual"
+            block.attn.fused = False
         device = next(model.parameters()).device
         logits, _ = model(torch.tensor([ids], dtype=torch.long, device=device))
     finally:
         for hook in hooks:
             hook.remove()
         for block, path in zip(blocks, paths, strict=True):
-            block.attn.attention = path
+            block.attn.fused = path
         model.train(was_training)
     T, config = len(ids), model.config
     # A model with no blocks (n_layer 0, the ladder's bigram network) has no attention to show.

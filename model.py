@@ -2,9 +2,11 @@
 The tinygpt model: one from-scratch GPT whose parts can be swapped one at a time.
 
 Everything a forward pass does is written out here: token and position embeddings, causal
-self-attention (by hand, or through PyTorch's fused kernel), the feed-forward network, the norms,
-the residual stream, the language-model head and the KV cache. Sampling and the generation loop
-that uses the cache live in generate.py.
+self-attention (the formula in `attention`, or PyTorch's fused kernel that computes the same), the
+feed-forward network, the norms, the residual stream, the language-model head and the KV cache. The
+file imports only torch: sampling and the generation loop live in generate.py, reading a model from a
+checkpoint in machinery/checkpoint.py. Why some parts are written the way they are (the additive mask,
+the written-out dropout, the written-out attention on a CPU) is measured in docs/model.md.
 
 Architectural switches (fields of GPTConfig), each changeable on its own:
     norm  "layernorm" | "rmsnorm"         LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019)
@@ -27,13 +29,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-
-from machinery.checkpoint import load_checkpoint
 
 NORMS = ("layernorm", "rmsnorm", "none")
 MLPS = ("relu", "gelu", "swiglu", "none")
@@ -49,8 +48,9 @@ class GPTConfig:
     n_head: int = 6  # attention heads per block
     n_embd: int = 384  # width of the residual stream
     dropout: float = 0.2  # dropout on the embeddings and on every residual branch's output (training only)
-    attn_dropout: float | None = None  # dropout on the attention weights; None (every preset): the same as
-    # dropout. 0 saves a CPU the masks over every (T, T) attention matrix, at a measured cost (docs/model.md)
+    # dropout on the attention weights; None (every preset): the same as dropout. 0 saves a CPU the masks over
+    # every (T, T) attention matrix, at a cost in val loss measured in docs/model.md
+    attn_dropout: float | None = None
     bias: bool = True  # biases in linear layers and norms
     norm: str = "layernorm"  # "layernorm" | "rmsnorm" | "none" (every norm an identity)
     mlp: str = "relu"  # "relu" | "gelu" | "swiglu" | "none" (no feed-forward sublayer: attention only)
@@ -60,8 +60,9 @@ class GPTConfig:
     tie_embeddings: bool = True  # the output head reuses the token embedding matrix
     mlp_hidden: int | None = None  # FFN hidden width; None: 4*n_embd, or about 8/3*n_embd for SwiGLU
     norm_eps: float = 1e-5  # added inside the norm's square root to avoid dividing by zero
-    attention: str = "auto"  # "fused" (scaled_dot_product_attention) | "manual" (written out) | "auto": fused
-    # on a GPU, written out on a CPU, where PyTorch's fused kernel is the slower one (docs/model.md)
+    # "fused" (scaled_dot_product_attention) | "manual" (the formula, written out) | "auto": fused where the
+    # model is built on a GPU, written out on a CPU, where PyTorch's fused kernel is the slower (docs/model.md)
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         for name, value, choices in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
@@ -143,9 +144,8 @@ class RMSNorm(nn.Module):
 
 class Dropout(nn.Module):
     """Dropout (Srivastava et al. 2014): in training, zero each element with probability p and scale the
-    rest by 1/(1-p), so every element keeps its expected value; in eval mode, the identity. nn.Dropout
-    does the same, but on a CPU it draws its mask with bernoulli_, slower than torch.rand and a
-    comparison, and the 10M presets drop 13 activations every step (docs/training.md)."""
+    rest by 1/(1-p), so every element keeps its expected value; in eval mode, the identity. What
+    nn.Dropout does, written out because its mask is slower to draw on a CPU (docs/model.md)."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -238,6 +238,26 @@ def causal_mask(positions: torch.Tensor, n_key: int) -> torch.Tensor:
     return torch.arange(n_key, device=positions.device) <= positions[:, None]
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+              dropout: nn.Module | None = None) -> torch.Tensor:
+    """Scaled dot-product attention, written out: softmax(q k^T / sqrt(hs) + M) v, where M is 0 where the
+    mask allows and -inf where it forbids (softmax then gives those keys weight exactly 0).
+
+    q (B, nh, T, hs); k, v (B, nh, Tk, hs); mask (T, Tk), True where query t may see key j, or None for
+    the causal triangle of a sequence from position 0. Returns (B, nh, T, hs): each query's weighted sum
+    of the values. dropout, if given, drops attention weights.
+    """
+    if mask is None:
+        mask = causal_mask(torch.arange(q.size(2), device=q.device), k.size(2))
+    scores = (q / math.sqrt(q.size(-1))) @ k.transpose(-2, -1)  # (B, nh, T, Tk); q scaled: fewer numbers than scores
+    # + M, added rather than filled in: an addition's backward passes the gradient through at no cost
+    scores = scores + torch.zeros_like(mask, dtype=scores.dtype).masked_fill(~mask, float("-inf"))
+    weights = F.softmax(scores, dim=-1)  # each row sums to 1 over the keys it may see
+    if dropout is not None:
+        weights = dropout(weights)
+    return weights @ v  # (B, nh, T, hs)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: softmax(q k^T / sqrt(hs) + mask) v, all heads batched."""
 
@@ -245,12 +265,14 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.layer = layer
         self.n_head = config.n_head
-        self.dropout = config.attention_dropout
-        self.attention = config.attention
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = Dropout(config.attention_dropout)
         self.resid_dropout = Dropout(config.dropout)
+        # The fused kernel computes the same as attention(); "auto" takes it where the model is built on a GPU,
+        # as train.py and generate.py build it (on a CPU the written-out formula is faster: docs/model.md).
+        on_gpu = torch.get_default_device().type != "cpu"
+        self.fused = config.attention == "fused" or (config.attention == "auto" and on_gpu)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 kv_cache: KVCache | None) -> torch.Tensor:
@@ -261,26 +283,14 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if rope is not None:
             q, k = apply_rotary_emb(q, *rope), apply_rotary_emb(k, *rope)
-        mask = None  # without a cache: the plain causal triangle
-        if kv_cache is not None:
-            k, v, mask = kv_cache.update(self.layer, k, v)  # (B, nh, max_len, hs); mask (T, max_len)
-        dropout = self.dropout if self.training else 0.0
-        # "auto" writes attention out on a CPU: PyTorch's fused CPU kernel runs its small per-head products
-        # far below the machine's matmul rate (so in bf16 the written-out math trains faster, docs/model.md),
-        # and a compiled decode step can fuse the written-out math, not the kernel.
-        if self.attention == "fused" or (self.attention == "auto" and x.device.type != "cpu"):
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
+        mask = None  # without a cache: the causal triangle
+        if kv_cache is not None:  # keys and values of every position so far; mask (T, max_len)
+            k, v, mask = kv_cache.update(self.layer, k, v)
+        if self.fused:
+            dropout_p = self.attn_dropout.p if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)
         else:
-            if mask is None:
-                mask = causal_mask(torch.arange(T, device=x.device), T)
-            # q is scaled before the product: (T, hs) numbers to multiply rather than (T, Tk).
-            scores = (q / math.sqrt(k.size(-1))) @ k.transpose(-2, -1)  # (B, nh, T, Tk)
-            # Adding -inf where the mask forbids (softmax makes those weights exactly 0) rather than filling
-            # it in: the backward pass of an addition passes the gradient through untouched.
-            scores = scores + torch.zeros_like(mask, dtype=scores.dtype).masked_fill(~mask, float("-inf"))
-            # In bf16 no upcast is needed: PyTorch's softmax sums in float32 and rounds only its output.
-            weights = self.attn_dropout(F.softmax(scores, dim=-1))
-            y = weights @ v  # (B, nh, T, hs)
+            y = attention(q, k, v, mask, self.attn_dropout)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -317,31 +327,48 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer block, pre-norm: x + attn(norm(x)), then x + ffn(norm(x)).
-
-    Without residual connections each sublayer's output replaces x instead of being added to it; with
-    mlp "none" the block is attention alone.
-    """
+    """One transformer block, pre-norm: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
-        self.residual = config.residual
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.mlp = None
+        self.mlp = None  # mlp "none": AttentionOnlyBlock, no feed-forward sublayer
         if config.mlp != "none":
             self.ln_2 = make_norm(config)
             self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x: torch.Tensor, rope, kv_cache: KVCache | None) -> torch.Tensor:
-        x = self.add_residual(x, self.attn(self.ln_1(x), rope, kv_cache))
-        if self.mlp is not None:
-            x = self.add_residual(x, self.mlp(self.ln_2(x)))
+        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+        x = x + self.mlp(self.ln_2(x))
         return x
 
-    def add_residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        """The residual connection: the sublayer's output is added to the stream it read."""
-        return x + update if self.residual else update
+
+class AttentionOnlyBlock(Block):
+    """The learning path's block without a feed-forward network (mlp "none"): x + attn(ln_1(x))."""
+
+    def forward(self, x: torch.Tensor, rope, kv_cache: KVCache | None) -> torch.Tensor:
+        return x + self.attn(self.ln_1(x), rope, kv_cache)
+
+
+class BlockWithoutResidual(Block):
+    """The learning path's block without residual connections (residual False): each sublayer's output
+    replaces the stream instead of being added to it, attn(ln_1(x)), then mlp(ln_2(x)) if there is one."""
+
+    def forward(self, x: torch.Tensor, rope, kv_cache: KVCache | None) -> torch.Tensor:
+        x = self.attn(self.ln_1(x), rope, kv_cache)
+        if self.mlp is not None:
+            x = self.mlp(self.ln_2(x))
+        return x
+
+
+def make_block(config: GPTConfig, layer: int) -> Block:
+    """The block config asks for: the standard Block, or a learning-path variant with a part removed."""
+    if not config.residual:
+        return BlockWithoutResidual(config, layer)
+    if config.mlp == "none":
+        return AttentionOnlyBlock(config, layer)
+    return Block(config, layer)
 
 
 class GPT(nn.Module):
@@ -353,7 +380,7 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             drop=Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
+            h=nn.ModuleList([make_block(config, layer) for layer in range(config.n_layer)]),
             ln_f=make_norm(config),
         ))
         if config.pos == "learned":
@@ -423,16 +450,3 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
-
-    @classmethod
-    def from_checkpoint(cls, source: str | Path | dict, device: str | torch.device = "cpu") -> GPT:
-        """Rebuild a model from a checkpoint alone (its config and weights), in eval mode. source is a
-        file, or a checkpoint already read by load_checkpoint (to read a file once for several uses)."""
-        checkpoint = source if isinstance(source, dict) else load_checkpoint(source, device)
-        try:
-            model = cls(GPTConfig(**checkpoint["config"]))
-            model.load_state_dict(checkpoint["model"])
-        except (TypeError, RuntimeError) as error:  # a config field or weights this model.py does not have
-            raise ValueError(f"the checkpoint does not match this version of model.py: {error}") from error
-        return model.to(device).eval()
-

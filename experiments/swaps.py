@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from experiments import common, report, stats  # noqa: E402
 from generate import generate  # noqa: E402
 from machinery import settings  # noqa: E402
-from machinery.checkpoint import load_checkpoint  # noqa: E402
+from machinery.checkpoint import load_checkpoint, load_model  # noqa: E402
 from machinery.device import pick_device, synchronize  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import tokenizer_from_state  # noqa: E402
@@ -220,13 +220,14 @@ def kvcache_result(args: argparse.Namespace, argv: list[str]) -> dict:
         checkpoint_path = run_dir(args, name, common.FIRST_SEED) / "best.pt"
         text_of = None
         if checkpoint_path.exists():
-            model = GPT.from_checkpoint(checkpoint_path, device)
+            model = load_model(checkpoint_path, device)
             weights = common.display_path(checkpoint_path)
             text_of = tokenizer_from_state(load_checkpoint(checkpoint_path)["tokenizer"]).decode
         else:  # no trained model of this setting yet: the speed is the same with random weights
             torch.manual_seed(0)
             sizes = settings.model_fields(common.recipe_name(args, CPU_RECIPE))
-            model = GPT(GPTConfig.from_preset(name, **sizes)).to(device).eval()
+            with torch.device(device):
+                model = GPT(GPTConfig.from_preset(name, **sizes)).eval()
             weights = "random"
         new_tokens = args.new_tokens or 2 * model.config.block_size
         print(f"kvcache: {name} ({weights} weights), {new_tokens} tokens, {args.repeats} timings each way", flush=True)

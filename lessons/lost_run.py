@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as `python lessons/lost_run.py`: make the r
 
 from experiments import common  # noqa: E402
 from lessons import write_plot, write_result  # noqa: E402
-from model import load_checkpoint  # noqa: E402
+from machinery.checkpoint import load_checkpoint  # noqa: E402
 
 SMALL_RUN = ["--preset", "small", "--n-layer", "2", "--n-head", "4", "--n-embd", "64", "--block-size", "64",
              "--batch-size", "16", "--max-iters", "400", "--eval-interval", "25", "--eval-windows", "32",

@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # run as `python lessons/overfitting.py`: make th
 import data  # noqa: E402
 from experiments import common  # noqa: E402
 from lessons import write_plot, write_result  # noqa: E402
-from model import load_checkpoint  # noqa: E402
+from machinery.checkpoint import load_checkpoint  # noqa: E402
+from machinery.files import write_atomically  # noqa: E402
 
 # The 10M vanilla preset with no dropout, so nothing holds back memorisation, 16 × 128 tokens a step.
 TOO_LARGE = ["--preset", "vanilla", "--dropout", "0", "--block-size", "128", "--batch-size", "16", "--lr", "1e-3",
@@ -36,7 +37,7 @@ def write_slice(corpus: Path, chars: int, out_dir: Path) -> Path:
     if chars > len(text):
         raise SystemExit(f"error: --chars {chars} is more than the corpus has ({len(text)})")
     path = out_dir / f"first_{chars}_chars.txt"
-    data.write_atomically(path, text[:chars].encode("utf-8"))
+    write_atomically(path, text[:chars].encode("utf-8"))
     return path
 
 

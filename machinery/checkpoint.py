@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from data import atomic_file
+from machinery.files import atomic_file
+from model import GPT, GPTConfig
 
-if TYPE_CHECKING:  # for type hints only: model.py imports this module to read checkpoints
-    from model import GPT
+if TYPE_CHECKING:
     from tokenizer import Tokenizer
 
 
@@ -120,6 +120,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     check_finite_weights(checkpoint["model"], path)
     join_swiglu_matrices(checkpoint)
     return checkpoint
+
+
+def load_model(source: str | Path | dict, device: str | torch.device = "cpu") -> GPT:
+    """Rebuild a model from a checkpoint alone (its config and weights), in eval mode, on device. source is a
+    file, or a checkpoint already read by load_checkpoint (to read a file once for several uses). The model is
+    built on the device itself, so its attention "auto" picks the kernel for that device (model.py)."""
+    checkpoint = source if isinstance(source, dict) else load_checkpoint(source, device)
+    try:
+        with torch.device(device):
+            model = GPT(GPTConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, RuntimeError) as error:  # a config field or weights this model.py does not have
+        raise ValueError(f"the checkpoint does not match this version of model.py: {error}") from error
+    return model.eval()
 
 
 def join_swiglu_matrices(checkpoint: dict) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from data import write_atomically
 from machinery.device import describe_device
+from machinery.files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "experiments" / "results"

@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from data import DATA_ENV_VAR
 from machinery.device import pick_device
+from machinery.guards import ArgumentParser
 from machinery.optim import OPTIMIZERS
 from model import ATTENTIONS, MLPS, NORMS, POSITIONS, PRESETS, GPTConfig
 from tokenizer import TOKENIZER_KINDS
@@ -68,19 +69,65 @@ ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "a
                       "pos", "residual", "tie_embeddings", "attention")
 
 
+@dataclass(frozen=True)
+class Settings:
+    """A training run's settings, resolved once (resolve): the flags given, then on --resume the saved run's,
+    then the recipe's, then the model preset's (or, resumed, the saved model's) fields. What train.py reads.
+    Each field is one of build_parser's flags, where its help says what it does."""
+
+    recipe: str
+    # data
+    data: str | None
+    tokenizer: str
+    vocab_size: int | None
+    # model: the preset, and the GPTConfig fields (ARCHITECTURE_FLAGS) as the model has them
+    preset: str
+    norm: str
+    mlp: str
+    pos: str
+    residual: bool
+    tie_embeddings: bool
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    dropout: float
+    attn_dropout: float | None
+    bias: bool
+    attention: str
+    # optimisation
+    optimizer: str
+    batch_size: int
+    grad_accum: int
+    max_iters: int
+    lr: float
+    min_lr: float
+    warmup_iters: int
+    weight_decay: float
+    beta2: float
+    grad_clip: float
+    seed: int
+    # evaluation, checkpoints and output
+    eval_interval: int
+    eval_windows: int
+    patience: int
+    out_dir: str
+    resume: bool
+    overwrite: bool
+    stop_after_iters: int | None
+    sample_tokens: int
+    # hardware
+    device: str
+    dtype: str
+    compile: bool
+
+
 def finite_float(text: str) -> float:
     """argparse type for a float flag: a number, never NaN or infinity (which would train NaN weights)."""
     value = float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text} is not a finite number")
     return value
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one clear line and exit code 2 (no usage dump)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser(recipe: str | None = None, device_type: str = "cpu") -> ArgumentParser:
@@ -233,23 +280,25 @@ BEFORE_THE_FLAG = {"optimizer": "adamw"}
 NOT_SAVED_WITH_THE_RUN = ("resume", "overwrite", "out_dir", "stop_after_iters")
 
 
-def resume_settings(settings: argparse.Namespace, saved: dict, given: set[str], world: int = 1,
-                    saved_world: int = 1) -> list[str]:
-    """Continue the saved run's settings (saved: the checkpoint's "args"): every flag not given takes the
-    saved value; a given one that differs is applied if CHANGEABLE_ON_RESUME (a line saying so is returned)
-    or refused with ValueError. --batch-size may change with the number of processes (world; saved_world
-    when the run was saved) as long as the global batch stays the same: the run moves between one process
-    and several. Model fields are checked against the saved model by checkpoint.check_resumable."""
+def resume_settings(values: dict, saved: dict, given: set[str], world: int = 1,
+                    saved_world: int = 1) -> tuple[dict, list[str]]:
+    """Continue the saved run's settings (values: the flags as parsed; saved: the checkpoint's "args"): every
+    flag not given takes the saved value; a given one that differs is kept if CHANGEABLE_ON_RESUME (a line
+    saying so is returned) or refused with ValueError. --batch-size may change with the number of processes
+    (world; saved_world when the run was saved) as long as the global batch stays the same: the run moves
+    between one process and several. Model fields are checked against the saved model by
+    checkpoint.check_resumable. Returns the merged settings and the lines saying what changed.
+"""
     # A flag added after the run was saved is read as what runs did before it existed: its own default, or
     # BEFORE_THE_FLAG's value where a recipe now chooses it, so giving it another value is refused like any.
     parser = build_parser()
-    defaults = {name: parser.get_default(name) for name in vars(settings)}
+    defaults = {name: parser.get_default(name) for name in values}
     saved = {name: value for name, value in defaults.items() if value is not None} | BEFORE_THE_FLAG | saved
-    changes = []
+    merged, changes = dict(values), []
     for name, saved_value in saved.items():
-        if name in NOT_SAVED_WITH_THE_RUN or name in ARCHITECTURE_FLAGS or not hasattr(settings, name):
+        if name in NOT_SAVED_WITH_THE_RUN or name in ARCHITECTURE_FLAGS or name not in values:
             continue
-        value = getattr(settings, name)
+        value = values[name]
         if name not in given:
             if name == "batch_size" and world != saved_world:  # the same global batch over this many processes
                 if saved_value * saved_world % world:
@@ -257,7 +306,7 @@ def resume_settings(settings: argparse.Namespace, saved: dict, given: set[str], 
                                      f"be split over {world} processes; resume with a number of processes that "
                                      "divides it")
                 saved_value = saved_value * saved_world // world
-            setattr(settings, name, saved_value)
+            merged[name] = saved_value
         elif value != saved_value:
             flag = "--" + name.replace("_", "-")
             if name == "batch_size" and value * world == saved_value * saved_world:
@@ -269,7 +318,7 @@ def resume_settings(settings: argparse.Namespace, saved: dict, given: set[str], 
                                  f"it (otherwise it is another run); drop {flag} to continue the run, or use another "
                                  "--out-dir for a new one")
             changes.append(f"{flag} {value} (the saved run had {saved_value})")
-    return changes
+    return merged, changes
 
 
 def model_fields(name: str) -> dict:
@@ -295,13 +344,44 @@ def recipe_asked(argv: list[str]) -> tuple[str | None, str]:
     return (asked.recipe if asked.recipe in RECIPES else None), device_type
 
 
-def apply_recipe(settings: argparse.Namespace, device_type: str) -> None:
-    """Fill every setting left unset (None) from the named recipe, by default the one for this kind of
-    device, and decide torch.compile for the device when no flag did."""
-    settings.recipe = settings.recipe or default_recipe(device_type)
-    for name, value in RECIPES[settings.recipe].items():
-        if getattr(settings, name) is None:
-            setattr(settings, name, value)
-    if settings.compile is None:
-        settings.compile = device_type == "cuda"  # on a CPU compiling cost more than it saved (docs/training.md)
-    settings.compile = settings.compile and device_type != "mps"  # torch.compile cannot train on MPS
+def with_recipe(values: dict, device_type: str) -> dict:
+    """values with every setting left unset (None) filled from the named recipe, by default the one for this
+    kind of device, and torch.compile decided for the device where no flag did."""
+    recipe = values["recipe"] or default_recipe(device_type)
+    filled = {**values, "recipe": recipe}
+    for name, value in RECIPES[recipe].items():
+        if filled[name] is None:
+            filled[name] = value
+    if filled["compile"] is None:
+        filled["compile"] = device_type == "cuda"  # on a CPU compiling cost more than it saved (docs/training.md)
+    filled["compile"] = filled["compile"] and device_type != "mps"  # torch.compile cannot train on MPS
+    return filled
+
+
+def model_flags(values: dict) -> dict:
+    """The GPTConfig fields that values set (the rest come from the preset)."""
+    return {name: values[name] for name in ARCHITECTURE_FLAGS if values[name] is not None}
+
+
+def model_flags_given(args: argparse.Namespace, given: set[str]) -> dict:
+    """The GPTConfig fields named on the command line, {field: value}."""
+    return {name: getattr(args, name) for name in ARCHITECTURE_FLAGS if name in given}
+
+
+def resolve(args: argparse.Namespace, given: set[str], saved: dict | None = None,
+            world: int = 1) -> tuple[Settings, GPTConfig, list[str]]:
+    """The run's settings and its model's config, resolved once from the parsed flags (given: the ones on
+    the command line), on --resume the saved run (its checkpoint, which fixes the model), the recipe for
+    the device, and the preset. Also returns the lines saying which flags a resume changed. Raises
+    ValueError for a setting that cannot work (GPTConfig checks the model's)."""
+    values, changes = vars(args), []
+    if saved:
+        values, changes = resume_settings(values, saved["args"], given, world, len(saved["rng"]["ranks"]))
+    values = with_recipe(values, pick_device(values["device"]).type)
+    if saved:
+        config = GPTConfig(**saved["config"])
+    else:
+        config = GPTConfig.from_preset(values["preset"], **model_flags(values))
+    values |= {name: getattr(config, name) for name in ARCHITECTURE_FLAGS}
+    return Settings(**values), config, changes
+

@@ -13,6 +13,7 @@ from machinery import checkpoint
 from machinery.checkpoint import (
     RunState,
     load_checkpoint,
+    load_model,
     make_checkpoint,
     restore_training,
     rng_state,
@@ -52,7 +53,7 @@ def test_a_checkpoint_rebuilds_the_model_and_its_tokenizer(tmp_path):
     saved = load_checkpoint(tmp_path / "best.pt")
     assert saved.keys() == {"model", "config", "tokenizer"}  # no training state without a run
     idx = torch.randint(0, 17, (2, 8))
-    assert torch.equal(GPT.from_checkpoint(saved)(idx)[0], model(idx)[0])
+    assert torch.equal(load_model(saved)(idx)[0], model(idx)[0])
     assert tokenizer_from_state(saved["tokenizer"]).decode(list(range(17))) == "abcdefghijklmnopq"
 
 
@@ -142,6 +143,6 @@ def test_a_checkpoint_from_before_swiglu_joined_its_matrices_loads_but_is_not_re
     save_checkpoint(old, tmp_path / "last.pt")
     loaded = load_checkpoint(tmp_path / "last.pt")
     idx = torch.randint(0, 17, (2, 8))
-    assert torch.equal(GPT.from_checkpoint(loaded)(idx)[0], model(idx)[0])
+    assert torch.equal(load_model(loaded)(idx)[0], model(idx)[0])
     with pytest.raises(ValueError, match="--resume cannot continue .*older version"):
         checkpoint.check_resumable(loaded, {}, tmp_path / "last.pt")

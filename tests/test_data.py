@@ -11,6 +11,7 @@ import pytest
 
 import data
 import tokenizer
+from machinery.files import write_atomically
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_a_bad_data_path_names_the_setting_it_came_from(tmp_path, monkeypatch):
 
 def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path, umask_022):
     corpus = tmp_path / "data" / "corpus.txt"
-    data.write_atomically(corpus, b"hello")
+    write_atomically(corpus, b"hello")
     assert corpus.read_bytes() == b"hello"
     assert mode(corpus) == 0o644
 

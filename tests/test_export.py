@@ -19,7 +19,7 @@ import export  # noqa: E402  (after the skips: export needs safetensors)
 import train  # noqa: E402
 from data import get_batch  # noqa: E402
 from generate import generate, sample  # noqa: E402
-from machinery.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
+from machinery.checkpoint import load_checkpoint, load_model, make_checkpoint, save_checkpoint  # noqa: E402
 from machinery.device import grad_scaler  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import CharTokenizer, tokenizer_from_state  # noqa: E402
@@ -249,7 +249,7 @@ def test_the_model_card_is_written_from_the_checkpoint_and_its_run(tmp_path, cor
     best = min((json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()),
                key=lambda record: record["val_loss"])
     assert f"Best validation loss {saved['best_val_loss']:.4f} nats per token, {best['val_bpc']:.3f} bits" in body
-    model = GPT.from_checkpoint(saved)
+    model = load_model(saved)
     assert f"# tinygpt: {model.num_params():,} parameters, LlamaForCausalLM" in body
     for name in ("n_layer", "n_embd", "block_size", "norm"):
         assert f"| {name} | {saved['config'][name]} |" in body

@@ -24,8 +24,7 @@ import export
 import generate
 import train
 from machinery import checkpoint, device, settings
-from machinery.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from model import GPT
+from machinery.checkpoint import load_checkpoint, load_model, make_checkpoint, save_checkpoint
 from tokenizer import tokenizer_from_state
 
 
@@ -159,9 +158,9 @@ def test_a_resume_on_another_number_of_processes_keeps_the_global_batch():
     saved = {"batch_size": 4, "lr": 0.01}
 
     def resumed(argv: list[str], world: int, saved_world: int) -> tuple[int, list[str]]:
-        args = settings.parse_args(argv)
-        changes = settings.resume_settings(args, saved, settings.given_flags(argv), world, saved_world)
-        return args.batch_size, changes
+        values = vars(settings.parse_args(argv))
+        values, changes = settings.resume_settings(values, saved, settings.given_flags(argv), world, saved_world)
+        return values["batch_size"], changes
 
     assert resumed([], world=1, saved_world=2) == (8, [])  # a bare --resume splits the same 8 sequences
     assert resumed([], world=4, saved_world=1) == (1, [])
@@ -176,7 +175,7 @@ def test_a_resume_on_another_number_of_processes_keeps_the_global_batch():
 def test_resume_of_a_checkpoint_without_optimizer_state_is_refused_clearly(corpus_path, tmp_path, capsys):
     train.main(flags(corpus_path, tmp_path, stop_after_iters=2))
     saved = load_checkpoint(tmp_path / "last.pt")
-    model = GPT.from_checkpoint(saved)
+    model = load_model(saved)
     save_checkpoint(make_checkpoint(model, tokenizer_from_state(saved["tokenizer"])), tmp_path / "last.pt")
     exit_code, stderr = refusal(["--resume", "--out-dir", str(tmp_path)], capsys)
     assert exit_code == 1 and "not the state of its training run (optimizer, rng, args, step missing)" in stderr

@@ -13,7 +13,6 @@ import torch
 
 import generate
 from generate import (
-    StreamDecoder,
     default_prompt,
     filter_logits,
     generate_tokens,
@@ -24,6 +23,8 @@ from generate import (
 )
 from machinery import device
 from machinery.checkpoint import make_checkpoint, save_checkpoint
+from machinery.compiling import compiled_graph
+from machinery.generation import StreamDecoder
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -97,7 +98,7 @@ def test_the_decode_step_is_compiled_once_for_every_position_and_every_window_sl
     # after the first step): compiling again would cost seconds per token.
     model = tiny_model("modern")
     warm_up_compiled_step(model)
-    step = generate.compiled_decode_step()
+    step = compiled_graph(generate.decode_step)
     with torch.inference_mode(), torch.compiler.set_stance("fail_on_recompile"):  # raises on a recompile
         cache, token = model.new_kv_cache(), torch.tensor([[5]])  # made as generation makes them
         for _ in range(2):  # a slide refills the cache from position 0

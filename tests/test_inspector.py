@@ -109,7 +109,7 @@ def test_trace_leaves_the_model_as_it_was():
     trace(model, [1, 2, 3])
     assert model.training
     for block in model.transformer.h:
-        assert block.attn.attention == "fused"
+        assert block.attn.fused  # the fused kernel again
         assert not block.attn.attn_dropout._forward_hooks and not block._forward_hooks
     assert not model.transformer.drop._forward_hooks
 

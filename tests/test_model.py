@@ -6,10 +6,24 @@ import itertools
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from generate import generate, generate_tokens
-from machinery.checkpoint import make_checkpoint, save_checkpoint
-from model import GPT, MLP, MLPS, NORMS, POSITIONS, Dropout, GPTConfig, SwiGLU, apply_rotary_emb, rope_tables
+from machinery.checkpoint import load_model, make_checkpoint, save_checkpoint
+from model import (
+    GPT,
+    MLP,
+    MLPS,
+    NORMS,
+    POSITIONS,
+    Dropout,
+    GPTConfig,
+    SwiGLU,
+    apply_rotary_emb,
+    attention,
+    causal_mask,
+    rope_tables,
+)
 from tokenizer import CharTokenizer
 
 ALL_SWITCHES = list(itertools.product(NORMS, MLPS, POSITIONS))
@@ -131,6 +145,24 @@ def test_hand_written_attention_equals_fused_attention(pos):
         assert (out_fused - out_manual).abs().max() <= 1e-5
 
 
+def test_written_out_attention_equals_pytorchs_fused_kernel_with_and_without_a_mask():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, dtype=torch.float64) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(attention(q, k, v), expected, atol=1e-12)
+    # a query block after a cached prefix: 3 queries at positions 4..6 over 7 keys
+    mask = causal_mask(torch.arange(4, 7), 7)
+    expected = F.scaled_dot_product_attention(q[:, :, 4:], k, v, attn_mask=mask)
+    assert torch.allclose(attention(q[:, :, 4:], k, v, mask), expected, atol=1e-12)
+
+
+def test_auto_attention_is_chosen_once_from_where_the_model_is_built():
+    assert not tiny_model(attention="auto").transformer.h[0].attn.fused  # built on the CPU: written out
+    assert tiny_model(attention="fused").transformer.h[0].attn.fused
+    with torch.device("meta"):  # any device but the CPU takes the fused kernel
+        assert GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=1, n_head=2, n_embd=8)).transformer.h[0].attn.fused
+
+
 def test_dropout_zeroes_a_fraction_p_and_keeps_the_expected_value():
     torch.manual_seed(0)
     dropout = Dropout(0.2).train()
@@ -150,10 +182,10 @@ def test_attention_dropout_follows_dropout_unless_set():
     for preset in ("vanilla", "modern", "small"):
         assert GPTConfig.from_preset(preset).attention_dropout == GPTConfig.from_preset(preset).dropout
     idx = torch.randint(0, 23, (2, 16))
-    for attention in ("fused", "manual"):  # training mode, dropout only on the attention weights
-        dropped = tiny_model(attention=attention, dropout=0.0, attn_dropout=0.5).train()
+    for kernel in ("fused", "manual"):  # training mode, dropout only on the attention weights
+        dropped = tiny_model(attention=kernel, dropout=0.0, attn_dropout=0.5).train()
         assert not torch.equal(dropped(idx)[0], dropped(idx)[0])  # each call draws another mask
-        kept = tiny_model(attention=attention, dropout=0.0, attn_dropout=0.0).train()
+        kept = tiny_model(attention=kernel, dropout=0.0, attn_dropout=0.0).train()
         assert torch.equal(kept(idx)[0], kept(idx)[0])
 
 
@@ -211,7 +243,7 @@ def test_checkpoint_round_trip_keeps_weights_tied(tmp_path):
     model = tiny_model("rmsnorm", "swiglu", "rope", bias=False)
     path = tmp_path / "ckpt.pt"
     save_checkpoint(make_checkpoint(model, CharTokenizer(list("abcdefghijklmnopqrstuvw"))), path)  # 23 tokens
-    loaded = GPT.from_checkpoint(path)
+    loaded = load_model(path)
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
     assert loaded.num_params() == model.num_params()
     idx = torch.randint(0, 23, (1, 10))
@@ -220,11 +252,11 @@ def test_checkpoint_round_trip_keeps_weights_tied(tmp_path):
 
 def test_checkpoint_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        GPT.from_checkpoint(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
-        GPT.from_checkpoint(corrupt)
+        load_model(corrupt)
 
 
 def test_config_rejects_bad_values():
