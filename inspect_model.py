@@ -20,13 +20,15 @@ the command line.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import math
+import socket
 import sys
 import threading
 import traceback
 import webbrowser
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +57,18 @@ MAX_TOP_N = 50
 MAX_LOGITS = 2_000_000  # most numbers /api/trace returns as raw logits (tokens x vocabulary)
 LENS_TOP_N = 5  # candidates listed per layer and position in the logit lens
 DIGITS = 5  # decimals kept for attention weights in JSON: more than any display needs, far fewer bytes
+# How long the server waits on a client, per read or write of its socket. A browser sends its request
+# at once, so a client silent for this long while the server reads the request line, headers or body
+# has stalled and is dropped. The answer gets longer: the time between two lines of a generation
+# stream is not counted (the socket waits only while a write is blocked), but a client that takes
+# none of the answer for a minute has gone.
+READ_TIMEOUT_SECONDS = 5
+WRITE_TIMEOUT_SECONDS = 60
+# Requests served at once, one thread each; a connection beyond them waits in the listen queue until
+# one ends (a stalled one is dropped after READ_TIMEOUT_SECONDS of silence). One page needs a handful.
+MAX_CONNECTIONS = 32
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+ANY_ADDRESS = ("0.0.0.0", "")  # --host values that listen on every address of the machine
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,6 +349,43 @@ def check_top_n(top_n: int) -> None:
         raise RequestError(f"top_n must be in 1..{MAX_TOP_N}, not {top_n}")
 
 
+@dataclass
+class ServedHosts:
+    """The Host headers that name this server. A browser sends the host and port of the URL it was
+    given, so a page of another site that points its own domain at 127.0.0.1 (DNS rebinding) names
+    that domain and is refused, though its requests reach the port."""
+
+    names: list[str]  # "host:port" for the loopback names and the address the server listens on
+    any_ip: bool  # listening on every address (0.0.0.0): any IP address with the port names it too
+    port: int
+
+    @classmethod
+    def of(cls, host: str, port: int) -> ServedHosts:
+        listened = f"[{host}]" if ":" in host else host  # an IPv6 address is in brackets in a URL
+        names = [f"{name}:{port}" for name in dict.fromkeys((*LOOPBACK_NAMES, listened.lower()))
+                 if name not in ANY_ADDRESS]
+        return cls(names, host in ANY_ADDRESS, port)
+
+    def accept(self, host: str) -> bool:
+        host = host.lower()
+        if self.port == 80:  # the default port, which browsers leave out of Host
+            host = host.removesuffix(":80") + ":80"
+        if host in self.names:
+            return True
+        name, _, port = host.rpartition(":")
+        if not self.any_ip or port != str(self.port):
+            return False
+        try:  # any IP address is safe to accept: a rebinding page can only name its own domain
+            ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        names = self.names + ([f"any IP address with port {self.port}"] if self.any_ip else [])
+        return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 class Inspector:
     """The loaded models and the generations running, shared by every request thread."""
 
@@ -366,13 +417,63 @@ class Inspector:
 
 
 class InspectorHandler(BaseHTTPRequestHandler):
-    """Serves the page's files and the JSON API; every refusal is a JSON {"error": "..."}."""
+    """Serves the page's files and the JSON API to the page itself, and only to it; every refusal is a
+    JSON {"error": "..."}."""
 
     server_version = "tinygpt-inspector"
     inspector: Inspector  # set on the subclass that serve() builds
+    served_hosts: ServedHosts  # set there too, once the port is known
+    timeout = READ_TIMEOUT_SECONDS  # applied to the socket before the request line is read
     streaming = False  # True once a generation stream has sent its status line
 
     def do_GET(self) -> None:
+        self.respond(self.get)
+
+    def do_POST(self) -> None:
+        self.respond(self.post)
+
+    def respond(self, handle: Callable[[], None]) -> None:
+        """handle() the request if its Host names this server. A refusal is sent as JSON; a client that
+        has gone (closed the connection, or silent past the timeout) is one line on the console; a bug
+        is reported to the page and on the console, and the server keeps serving."""
+        try:
+            self.check_host()
+            handle()
+        except RequestError as error:
+            self.send_json({"error": str(error)}, error.status)
+        except (ConnectionError, TimeoutError) as error:  # nobody to answer
+            self.close_connection = True
+            waited = self.connection.gettimeout()
+            reason = f"no progress for {waited:g} s" if isinstance(error, TimeoutError) else error.strerror or error
+            self.log_error("connection dropped: %s", reason)
+        except Exception as error:  # a bug
+            traceback.print_exc()
+            message = f"internal error: {type(error).__name__}: {error}"
+            if self.streaming:  # the status line is sent already: the stream's last line says it
+                self.wfile.write(json.dumps({"type": "error", "error": message}).encode() + b"\n")
+            else:
+                self.send_json({"error": message}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def check_host(self) -> None:
+        """Refuse a request whose Host header does not name this server (see ServedHosts)."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or not self.served_hosts.accept(hosts[0]):
+            given = f"Host {hosts[0]!r}" if len(hosts) == 1 else f"{len(hosts)} Host headers"
+            raise RequestError(f"this server answers requests for Host {self.served_hosts}, not {given}; "
+                               f"open the page at http://{self.served_hosts.names[0]}/", HTTPStatus.FORBIDDEN)
+
+    def check_origin(self) -> None:
+        """Refuse a request sent by a page of another origin. A browser names the page's origin on every
+        cross-site POST, and can send one without asking the server first (a text/plain form or fetch),
+        so the server must refuse it itself."""
+        origin = self.headers.get("Origin")
+        served = f"http://{self.headers['Host'].lower()}"
+        if origin is not None and origin.lower() != served:
+            raise RequestError(f"POST requests are answered for the page at {served} only, not for one "
+                               f"from {origin}", HTTPStatus.FORBIDDEN)
+
+    def get(self) -> None:
+        self.connection.settimeout(WRITE_TIMEOUT_SECONDS)  # the request is read: from here on the server writes
         path = self.path.split("?", 1)[0]
         if path == "/api/models":
             self.send_json({"models": [entry.describe() for entry in self.inspector.models],
@@ -384,26 +485,18 @@ class InspectorHandler(BaseHTTPRequestHandler):
         else:
             self.send_json({"error": f"nothing at {path}"}, HTTPStatus.NOT_FOUND)
 
-    def do_POST(self) -> None:
+    def post(self) -> None:
         routes = {"/api/trace": self.post_trace, "/api/attention": self.post_attention,
                   "/api/generate": self.post_generate}
-        try:
-            if self.path not in routes:
-                raise RequestError(f"no endpoint at {self.path}; POST to one of {', '.join(routes)}",
-                                   HTTPStatus.NOT_FOUND)
-            routes[self.path](self.read_body())
-        except RequestError as error:
-            self.send_json({"error": str(error)}, error.status)
-        except Exception as error:  # a bug: report it to the page and on the console, and keep serving
-            traceback.print_exc()
-            message = f"internal error: {type(error).__name__}: {error}"
-            if self.streaming:  # the status line is sent already: the stream's last line says it
-                self.wfile.write(json.dumps({"type": "error", "error": message}).encode() + b"\n")
-            else:
-                self.send_json({"error": message}, HTTPStatus.INTERNAL_SERVER_ERROR)
+        self.check_origin()
+        if self.path not in routes:
+            raise RequestError(f"no endpoint at {self.path}; POST to one of {', '.join(routes)}",
+                               HTTPStatus.NOT_FOUND)
+        routes[self.path](self.read_body())
 
     def read_body(self) -> dict:
-        """The request's JSON object, refused if it is missing, too large or not JSON."""
+        """The request's JSON object, refused if it is missing, too large, cut short, sent as another
+        Content-Type than application/json, or not JSON."""
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise RequestError("a JSON body with a Content-Length header is needed", HTTPStatus.LENGTH_REQUIRED)
@@ -411,8 +504,17 @@ class InspectorHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the unread body must not be taken for the next request
             raise RequestError(f"the body is {int(length)} bytes, more than the limit of {MAX_BODY_BYTES}",
                                HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        data = self.rfile.read(int(length))  # each wait for the client is at most READ_TIMEOUT_SECONDS
+        self.connection.settimeout(WRITE_TIMEOUT_SECONDS)  # the request is read: from here on the server writes
+        if len(data) < int(length):  # the client closed the connection halfway
+            raise ConnectionAbortedError(f"the client left after {len(data)} of its {int(length)} bytes")
+        # Read, then refused: closing a connection with its body unread resets it, and the client may
+        # lose the answer.
+        if self.headers.get_content_type() != "application/json":
+            raise RequestError(f"the body must be sent as Content-Type: application/json, not "
+                               f"{self.headers.get_content_type()}", HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
         try:
-            body = json.loads(self.rfile.read(int(length)))
+            body = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise RequestError(f"the body is not valid JSON: {error}") from error
         if not isinstance(body, dict):
@@ -498,12 +600,48 @@ class InspectorHandler(BaseHTTPRequestHandler):
             super().log_request(code, size)
 
 
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """http.server's one thread per connection, with at most max_connections threads at once. When
+    all are busy the next connection is not accepted until one ends: it waits in the listen queue,
+    and is answered then rather than refused."""
+
+    daemon_threads = True  # Ctrl-C does not wait for open streams
+    request_queue_size = 4 * MAX_CONNECTIONS  # room in the listen queue for the connections that wait
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int):
+        super().__init__(address, handler)
+        self.workers = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        self.workers.acquire()
+        try:
+            super().process_request(request, client_address)  # starts the thread
+        except BaseException:
+            self.workers.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.workers.release()
+
+    def handle_error(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        """A client that left before its answer was sent is one line on the console, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            print(f"{client_address[0]}:{client_address[1]} left before its answer was sent: "
+                  f"{error.strerror or error}", file=sys.stderr)
+        else:
+            super().handle_error(request, client_address)
+
+
 def serve(models: list[LoadedModel], host: str, port: int) -> ThreadingHTTPServer:
     """A server for the page and the API, bound to host:port (port 0: any free port), not yet serving.
     Raises OSError if the address cannot be bound."""
     handler = type("Handler", (InspectorHandler,), {"inspector": Inspector(models)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True  # Ctrl-C does not wait for open streams
+    server = BoundedHTTPServer((host, port), handler, MAX_CONNECTIONS)
+    handler.served_hosts = ServedHosts.of(host, server.server_address[1])
     return server
 
 

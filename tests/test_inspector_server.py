@@ -1,15 +1,19 @@
 """What the inspector server must guarantee, checked against a real `inspect_model.py` process serving two
 small trained checkpoints: its JSON equals what trace() and numpy compute in this process, generation
 streams the tokens generate.generate draws and the distributions generate.filter_logits defines, one
-generation runs per client, bad requests get a 4xx JSON error and the server keeps serving, and its
-memory stays flat over 200 requests."""
+generation runs per client, bad requests get a 4xx JSON error and the server keeps serving, its
+memory stays flat over 200 requests, it answers only its own page (not another Host, another Origin or
+a body not sent as JSON), and stalled or departed clients neither block it nor fill its console."""
 
 import http.client
 import json
 import math
+import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +23,14 @@ import torch
 from torch.nn import functional as F
 
 from generate import filter_logits, generate, load
-from inspect_model import MAX_BODY_BYTES, MAX_NEW_TOKENS, trace
+from inspect_model import (
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_NEW_TOKENS,
+    READ_TIMEOUT_SECONDS,
+    ServedHosts,
+    trace,
+)
 
 pytestmark = pytest.mark.slow  # every test talks to inspect_model.py running as a process
 
@@ -29,13 +40,18 @@ PROMPT = "ROMEO:\nWhat light through yonder window breaks?"
 
 def call(url: str, path: str, body: dict | None = None, data: bytes | None = None,
          headers: dict | None = None, method: str | None = None) -> tuple[int, object]:
-    """One request; returns the status and the JSON answer (a list of objects for a JSON-lines stream)."""
+    """One request; returns the status and the JSON answer (a list of objects for a JSON-lines stream).
+    A body is sent as the page sends it, with Content-Type: application/json; a header given as None is
+    left out."""
     address = urlsplit(url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
     if body is not None:
         data = json.dumps(body).encode()
+    if data is not None:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    headers = {name: value for name, value in (headers or {}).items() if value is not None}
     try:
-        connection.request(method or ("GET" if data is None else "POST"), path, body=data, headers=headers or {})
+        connection.request(method or ("GET" if data is None else "POST"), path, body=data, headers=headers)
         response = connection.getresponse()
         payload = response.read().decode()
     finally:
@@ -155,7 +171,8 @@ def open_stream(url: str, body: dict) -> http.client.HTTPResponse:
     """Start a generation and return its response, to be read line by line."""
     address = urlsplit(url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
-    connection.request("POST", "/api/generate", body=json.dumps(body).encode())
+    connection.request("POST", "/api/generate", body=json.dumps(body).encode(),
+                       headers={"Content-Type": "application/json"})
     return connection.getresponse()
 
 
@@ -281,6 +298,230 @@ def test_200_requests_in_a_loop_all_answer_and_memory_stays_flat(inspector):
     round_of(180)
     assert rss_bytes(inspector.process.pid) - warm < 50 * 2**20
     assert inspector.process.poll() is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Only the page itself: not other sites' pages, not other names for the port, not stalled clients
+
+
+def served_host(url: str) -> str:
+    address = urlsplit(url)
+    return f"{address.hostname}:{address.port}"
+
+
+def raw_answer(url: str, request: bytes) -> tuple[int, dict]:
+    """Send a request byte for byte, as no well-behaved client would; return the status and JSON answer."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(request)
+        answer = connection.makefile("rb").read()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("host", ["evil.example", "attacker.example:{port}", "127.0.0.1.attacker.example:{port}",
+                                  "localhost:{other_port}"])
+def test_a_request_naming_another_host_is_refused(inspector, host):
+    """A DNS-rebinding page points its own domain at 127.0.0.1: its requests reach the port, but the
+    browser names that domain in Host."""
+    port = urlsplit(inspector.url).port
+    host = host.format(port=port, other_port=port + 1)
+    for path, body in [("/", None), ("/app.js", None), ("/api/models", None),
+                       ("/api/generate", {"text": PROMPT, "max_new_tokens": 3})]:
+        status, answer = call(inspector.url, path, body, headers={"Host": host})
+        assert status == 403, path
+        assert f"not Host {host!r}" in answer["error"] and f"127.0.0.1:{port}" in answer["error"]
+
+
+@pytest.mark.parametrize("host_lines", [b"", b"Host: %s\r\nHost: %s\r\n"])
+def test_a_request_without_one_host_is_refused(inspector, host_lines):
+    host = served_host(inspector.url).encode()
+    status, answer = raw_answer(inspector.url, b"GET /api/models HTTP/1.1\r\n" + host_lines.replace(b"%s", host)
+                                + b"\r\n")
+    assert status == 403
+    assert "this server answers requests for Host" in answer["error"]
+
+
+def test_a_cross_site_text_plain_post_gets_no_stream(inspector):
+    """What any web page can send from the user's browser without asking the server first: refused."""
+    port = urlsplit(inspector.url).port
+    for host in ["evil.example", f"attacker.example:{port}"]:
+        status, answer = call(inspector.url, "/api/generate", {"text": PROMPT, "max_new_tokens": 3},
+                              headers={"Host": host, "Origin": f"http://{host}", "Content-Type": "text/plain"})
+        assert status == 403
+        assert "error" in answer
+
+
+def test_a_cross_site_json_fetch_is_not_granted_its_preflight(inspector):
+    """A fetch with Content-Type: application/json from another origin asks first (OPTIONS); without an
+    Access-Control-Allow-Origin answer the browser never sends it."""
+    address = urlsplit(inspector.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection.request("OPTIONS", "/api/generate", headers={"Origin": "http://evil.example",
+                                                            "Access-Control-Request-Method": "POST",
+                                                            "Access-Control-Request-Headers": "content-type"})
+    response = connection.getresponse()
+    assert response.status == 405
+    assert response.getheader("Access-Control-Allow-Origin") is None
+    connection.close()
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://localhost:{port}", "https://127.0.0.1:{port}"])
+def test_a_post_from_a_page_of_another_origin_is_refused(inspector, origin):
+    origin = origin.format(port=urlsplit(inspector.url).port)
+    status, answer = call(inspector.url, "/api/trace", {"text": PROMPT}, headers={"Origin": origin})
+    assert status == 403
+    assert f"only, not for one from {origin}" in answer["error"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", None])
+def test_a_post_not_sent_as_json_is_refused(inspector, content_type):
+    status, answer = call(inspector.url, "/api/trace", {"text": PROMPT}, headers={"Content-Type": content_type})
+    assert status == 415
+    assert "Content-Type: application/json" in answer["error"]
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1", "localhost", "LocalHost"])
+def test_the_pages_own_requests_are_answered_under_each_loopback_name(inspector, name):
+    host = f"{name}:{urlsplit(inspector.url).port}"
+    page = {"Host": host, "Origin": f"http://{host}", "Content-Type": "application/json; charset=utf-8"}
+    status, lines = call(inspector.url, "/api/generate", {"text": PROMPT, "max_new_tokens": 3, "seed": 1},
+                         headers=page)
+    assert status == 200 and lines[-1]["reason"] == "length"
+    status, answer = call(inspector.url, "/api/models", headers={"Host": host})
+    assert status == 200 and len(answer["models"]) == 2
+    address = urlsplit(inspector.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection.request("GET", "/", headers={"Host": host})
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
+def test_on_every_address_any_ip_address_names_the_server_and_no_domain_does():
+    """With --host 0.0.0.0 the page is opened at one of the machine's IP addresses, which no rebinding
+    page can send as its Host; on the default port 80 a browser leaves the port out."""
+    every_address = ServedHosts.of("0.0.0.0", 8765)
+    for host in ["127.0.0.1:8765", "localhost:8765", "192.168.1.5:8765", "[fe80::1]:8765"]:
+        assert every_address.accept(host), host
+    for host in ["evil.example:8765", "192.168.1.5.evil.example:8765", "192.168.1.5:9000", "192.168.1.5"]:
+        assert not every_address.accept(host), host
+    assert not ServedHosts.of("127.0.0.1", 8765).accept("192.168.1.5:8765")
+    assert ServedHosts.of("127.0.0.1", 80).accept("localhost")
+    assert str(ServedHosts.of("localhost", 8765)) == "127.0.0.1:8765, localhost:8765 or [::1]:8765"
+
+
+def post_bytes(url: str, path: str, body: dict) -> bytes:
+    """A POST request as the page sends it, byte for byte."""
+    data = json.dumps(body).encode()
+    return (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (path.encode(), served_host(url).encode(), len(data)) + data)
+
+
+def stalled_client(url: str) -> socket.socket:
+    """A connection that sends the headers and part of the body of a request, then nothing."""
+    address = urlsplit(url)
+    connection = socket.create_connection((address.hostname, address.port), timeout=30)
+    connection.sendall(post_bytes(url, "/api/trace", {"text": PROMPT})[:-20])
+    return connection
+
+
+def test_a_stalled_client_is_dropped_after_the_timeout_and_others_are_served_meanwhile(inspector):
+    start = time.monotonic()
+    with stalled_client(inspector.url) as stalled:
+        assert call(inspector.url, "/api/models")[0] == 200
+        assert time.monotonic() - start < READ_TIMEOUT_SECONDS  # it did not wait for the stalled one
+        assert stalled.recv(1) == b""  # closed by the server, unanswered
+        waited = time.monotonic() - start
+    assert READ_TIMEOUT_SECONDS - 0.5 < waited < READ_TIMEOUT_SECONDS + 5
+
+
+def thread_count(pid: int) -> int:
+    """Threads of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="counts threads in Linux's /proc")
+def test_stalled_clients_hold_at_most_the_cap_of_threads_and_the_server_still_answers(inspector):
+    """With one worker free a request is answered at once; with every worker held by a stalled client
+    the next connections wait, unanswered, and are served once the stalled ones are dropped. The
+    server's threads never grow past its idle ones plus MAX_CONNECTIONS."""
+    pid = inspector.process.pid
+    idle = thread_count(pid)
+    stalled = []
+    try:
+        stalled += [stalled_client(inspector.url) for _ in range(MAX_CONNECTIONS - 1)]
+        assert wait_for(lambda: thread_count(pid) >= idle + MAX_CONNECTIONS - 1, seconds=3)
+        start = time.monotonic()
+        assert call(inspector.url, "/api/models")[0] == 200
+        assert time.monotonic() - start < 2
+        stalled += [stalled_client(inspector.url) for _ in range(8)]  # one takes the last worker; 7 wait
+        assert not wait_for(lambda: thread_count(pid) > idle + MAX_CONNECTIONS, seconds=1)
+        start = time.monotonic()
+        assert call(inspector.url, "/api/models")[0] == 200  # once the first stalled ones are dropped
+        assert time.monotonic() - start < READ_TIMEOUT_SECONDS + 5
+        assert thread_count(pid) <= idle + MAX_CONNECTIONS
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
+def test_a_generation_stream_outlasts_the_read_timeout(inspector):
+    """The timeout counts a wait for the client only: a stream that runs, and whose reader pauses,
+    for longer than READ_TIMEOUT_SECONDS is sent to its end."""
+    response = open_stream(inspector.url, {"text": PROMPT, "max_new_tokens": 300, "top_n": 50, "seed": 2})
+    assert json.loads(response.readline())["type"] == "start"
+    time.sleep(READ_TIMEOUT_SECONDS + 1)
+    assert json.loads(response.read().splitlines()[-1]) == {"type": "end", "reason": "length", "steps": 300,
+                                                            "text": ""}
+
+
+@pytest.fixture
+def inspector_console(small_checkpoints, tmp_path):
+    """An inspector of its own, its console (stderr) written to a file: (its URL, that file)."""
+    console = tmp_path / "console.txt"
+    with console.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "inspect_model.py", "--port", "0", "--device", "cpu",
+                                    "--ckpt", str(small_checkpoints[0])], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=stderr, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        match = re.search(r"http://\S+/", process.stdout.readline())
+        assert match, f"inspect_model.py did not start: {console.read_text()}"
+        yield match.group(0), console
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_clients_that_leave_are_one_line_each_on_the_console_never_a_traceback(inspector_console):
+    url, console = inspector_console
+    leaving = [stalled_client(url) for _ in range(20)]
+    for connection in leaving:
+        connection.close()  # halfway through the body
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as streaming:
+        streaming.sendall(post_bytes(url, "/api/generate", {"text": PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
+                                                             "top_n": 50}))
+        answer = streaming.makefile("rb")
+        assert any(b'"type": "token"' in answer.readline() for _ in range(20))
+        answer.close()
+    # left mid-stream, the rest unread: the server's next writes fail
+    assert wait_for(lambda: console.read_text().count("connection dropped") >= len(leaving), seconds=5)
+    assert call(url, "/api/generate", {"text": PROMPT, "max_new_tokens": 3})[0] == 200
+    log = console.read_text()
+    assert "Traceback" not in log
+    assert log.count("connection dropped") == len(leaving)
+    assert log.count("\n") == len(leaving) + 1  # one line each, after the model's line at the start
 
 
 def test_a_port_in_use_is_one_clear_error(small_checkpoints):
