@@ -11,8 +11,7 @@ Train a tinygpt model, from raw text to a checkpoint and a generated sample.
     uv run train.py --recipe swaps-cpu               # a named recipe (machinery/settings.py)
     uv run torchrun --standalone --nproc_per_node=2 train.py  # data parallel on 2 GPUs (or CPU processes)
 
-Defaults depend on the device, through a recipe: on a GPU, the 10M "modern" preset with the settings
-that reach the best validation loss; on the CPU, the "small" preset, sized to finish in a few minutes.
+Defaults depend on the device, through a recipe: on a GPU, the 10M "modern" preset; on the CPU, "small".
 
 The file reads top to bottom: the pieces of the loop (get_lr, make_optimizer, train_step,
 estimate_loss), set_up, then train(): the loop, whose steps evaluate and checkpoint, check whether to
@@ -252,14 +251,9 @@ def train(run: Run) -> dict:
             if (state.step % s.eval_interval == 0 or last_step) and not resumed_here:
                 progress.clear()
                 evaluate(run, clock)
-            # Termination: the end of the schedule, early stopping, a signal, a closed stdout, --stop-after-iters.
-            if last_step or (s.patience and state.evals_without_improvement >= s.patience):
-                if not last_step:
-                    run.log(f"early stop: val loss has not improved for {s.patience} evaluations")
-                stopped_by = None
-                break
-            stopped_by = guards.stop_requested(stop_signal, processes.world, run.log, state.step - clock.start_step,
-                                               s.stop_after_iters)
+            # Termination: every reason to stop, in one place.
+            stopped_by = guards.stop_reason(last_step, s.patience, state.evals_without_improvement, stop_signal,
+                                            processes.world, run.log, state.step - clock.start_step, s.stop_after_iters)
             if stopped_by:
                 break
             # Forward, backward, update: one batch, drawn the same on every rank; each process trains its slices.
@@ -328,10 +322,13 @@ def save(run: Run, *paths: Path) -> None:
                 raise guards.write_error(error, path, run.state.step, Path(run.settings.out_dir)) from None
 
 
-def finish(run: Run, clock: Clock, stopped_by: str | None) -> dict:
-    """Save a stopped run, plot the curves, print a sample, leave the process group; return a summary."""
+def finish(run: Run, clock: Clock, stopped_by: str) -> dict:
+    """Save an interrupted run, plot the curves, print a sample, leave the process group; return a summary."""
     s, state, out_dir = run.settings, run.state, Path(run.settings.out_dir)
-    if stopped_by:
+    interrupted = stopped_by not in (guards.FINISHED, guards.EARLY_STOP)
+    if stopped_by == guards.EARLY_STOP:
+        run.log(f"early stop: val loss has not improved for {s.patience} evaluations")
+    if interrupted:
         distributed.mean_across(state.interval_loss, run.processes.world)  # each rank's own slices: save the mean
         state.elapsed_s = clock.elapsed()
         save(run, out_dir / "last.pt")
@@ -344,7 +341,7 @@ def finish(run: Run, clock: Clock, stopped_by: str | None) -> dict:
     run.log(f"done: best val loss {state.best_val_loss:.4f} after {steps_here} step{'s' if steps_here != 1 else ''} "
             f"in {format_seconds(seconds)}{f' (the run is at step {state.step})' if run.resumed else ''}; "
             f"{', '.join(outputs[:-1])} and {outputs[-1]} in {out_dir}/")
-    if run.processes.is_main and s.sample_tokens and not stopped_by and not run.log.closed:
+    if run.processes.is_main and s.sample_tokens and not interrupted and not run.log.closed:
         print_sample(out_dir / "best.pt", run.device, s.sample_tokens)
     run.model = None  # the DDP wrapper must be freed before the process group is left (distributed.leave)
     distributed.leave(run.processes.world)

@@ -93,10 +93,19 @@ def check_finite_loss(loss: float, kind: str, step: int, lr: float, grad_clip: f
                         f"(--grad-clip 1.0; this run: {grad_clip:g}){fp16}")
 
 
-def stop_requested(stop_signal: StopSignal, world: int, log: Log, steps_here: int,
-                   stop_after_iters: int | None) -> str | None:
-    """Why the loop must stop before the next step, or None: a signal (on any rank), stdout closed, or
-    --stop-after-iters reached by this invocation."""
+FINISHED, EARLY_STOP = "finished", "early stop"  # the reasons to stop that are not interruptions
+
+
+def stop_reason(last_step: bool, patience: int, evals_without_improvement: int, stop_signal: StopSignal,
+                world: int, log: Log, steps_here: int, stop_after_iters: int | None) -> str | None:
+    """Why the loop must stop before the next step, or None: its last step is taken (FINISHED), --patience
+    evaluations passed without improvement (EARLY_STOP), or an interruption, after which last.pt is saved to
+    resume from: a signal (on any rank), stdout closed, --stop-after-iters reached by this invocation. The
+    first two are the same on every rank; the signal check is agreed between ranks (StopSignal.requested)."""
+    if last_step:
+        return FINISHED
+    if patience and evals_without_improvement >= patience:
+        return EARLY_STOP
     if stop_signal.requested(world, log.closed):
         return "output closed" if log.closed else signal.Signals(stop_signal.signum).name
     if stop_after_iters and steps_here >= stop_after_iters:
