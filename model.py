@@ -17,9 +17,10 @@ Two named presets put them together: "vanilla" is GPT-2 style (Radford et al. 20
 LLaMA/Qwen style (Touvron et al. 2023). The attention math is Vaswani et al. 2017.
 
 The learning path in docs/learn/ builds the model up one part at a time, so each part can also be left
-out: norm "none", mlp "none" (attention only), pos "none" (no position information), residual False
-(He et al. 2016 for what the residual connection buys), and n_layer 0 (embedding straight into the
-head: a bigram model).
+out: norm "none", mlp "none" (AttentionOnlyBlock), pos "none" (no position information), residual False
+(BlockWithoutResidual; He et al. 2016 for what the residual connection buys), and n_layer 0 (the
+embedding straight into the head: a bigram model). Each is chosen once, when the model is built, so
+the standard Block reads as its formula.
 
 References: nanoGPT model.py (Karpathy), nanochat gpt.py and engine.py (Karpathy), HF transformers'
 modeling_llama.py and modeling_gpt2.py for the naming that export.py maps to.
@@ -49,7 +50,7 @@ class GPTConfig:
     n_embd: int = 384  # width of the residual stream
     dropout: float = 0.2  # dropout on the embeddings and on every residual branch's output (training only)
     # dropout on the attention weights; None (every preset): the same as dropout. 0 saves a CPU the masks over
-    # every (T, T) attention matrix, at a cost in val loss measured in docs/model.md
+    # every (T, T) attention matrix, at a cost in val loss measured in docs/results.md (attn_dropout)
     attn_dropout: float | None = None
     bias: bool = True  # biases in linear layers and norms
     norm: str = "layernorm"  # "layernorm" | "rmsnorm" | "none" (every norm an identity)

@@ -10,6 +10,7 @@ Every run here is a tiny model on the CPU in float32, so results are exact or ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -516,3 +517,15 @@ def test_resuming_a_finished_run_has_nothing_to_do(corpus_path, finished_run, ca
     assert lines[-1].startswith("nothing to do: ") and len(lines) == 2, lines
     assert summary == {}
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == files_before
+
+
+def test_the_settings_a_run_reads_are_every_flag_resolved_once(corpus_path):
+    parser_flags = {action.dest for action in settings.build_parser()._actions if action.dest != "help"}
+    assert parser_flags == {field.name for field in dataclasses.fields(settings.Settings)}
+    argv = ["--device", "cpu", "--n-layer", "2"]
+    resolved, config, changes = settings.resolve(settings.parse_args(argv), settings.given_flags(argv))
+    assert changes == [] and resolved.recipe == "cpu" and resolved.n_layer == config.n_layer == 2
+    unset_allowed = {"data", "vocab_size", "attn_dropout", "stop_after_iters"}  # None is a value these take
+    assert all(getattr(resolved, name) is not None for name in parser_flags - unset_allowed)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolved.lr = 1.0  # a run reads its settings; nothing changes them once resolved
