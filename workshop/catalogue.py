@@ -1,0 +1,38 @@
+"""
+The workshop's exercises in the learning path's order: for each, its chapter, the project's code it mirrors,
+its hints and its check, with the known mistakes the check recognises by name.
+
+Each exercise's blank is workshop/exercises/NN_name.py; its check and the wrong variants of its part (each a
+small function or class, named for what it gets wrong) are in workshop/checks/<name>.py.
+"""
+
+from __future__ import annotations
+
+from workshop.checks import attention, counting, cross_entropy
+from workshop.tutor import Exercise, Mistake
+
+EXERCISES: tuple[Exercise, ...] = (
+    Exercise(1, "counting", "Counting: the bigram table and its cross-entropy", "docs/learn/01-counting.md",
+             ("experiments/ladder.py:count_baselines", "experiments/ladder.py:counted_val_loss",
+              "tokenizer.py:bits_per_char"),
+             ("np.bincount(ids, minlength=vocab_size) counts every token; np.add.at(pairs, (ids[:-1], ids[1:]), 1) "
+              "counts every pair",
+              "add one to every count before dividing, then divide each row by its own total",
+              "the loss scores val_ids[1:], each given the token before it"),
+             counting.check, counting.MISTAKES),
+    Exercise(2, "cross_entropy", "Cross-entropy from logits, stable and with ignore_index",
+             "docs/learn/02-bigram.md", ("model.py:GPT.forward",),
+             ("log_softmax(z) = z - m - log(sum(exp(z - m))) with m the row's maximum: no exp is ever above 1",
+              "keep = targets != ignore_index picks the rows that count; index the kept rows only",
+              "the mean is over the kept rows"),
+             cross_entropy.check, cross_entropy.MISTAKES),
+    Exercise(3, "attention", "One head of causal self-attention", "docs/learn/03-attention.md",
+             ("model.py:attention", "model.py:causal_mask"),
+             ("scores = q @ k.transpose(-2, -1), shape (B, nh, T, Tk), scaled by 1 / sqrt(q.size(-1))",
+              "the causal mask is torch.arange(Tk) <= torch.arange(T)[:, None]; masked_fill the forbidden "
+              "scores with -inf",
+              "softmax over the keys (dim -1), dropout on the weights if given, then weights @ v"),
+             attention.check, attention.MISTAKES),
+)
+
+MISTAKES: tuple[Mistake, ...] = tuple(m for exercise in EXERCISES for m in exercise.mistakes)
