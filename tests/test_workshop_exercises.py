@@ -26,6 +26,9 @@ PROJECT_PARTS = {
             bits_per_char=tokenizer.bits_per_char),
     2: dict(cross_entropy=torch.nn.functional.cross_entropy),
     3: dict(attention=model.attention),
+    4: dict(CausalSelfAttention=model.CausalSelfAttention),
+    5: dict(MLP=model.MLP),
+    6: dict(LayerNorm=torch.nn.LayerNorm, Block=model.Block),
 }
 
 

@@ -8,7 +8,7 @@ small function or class, named for what it gets wrong) are in workshop/checks/<n
 
 from __future__ import annotations
 
-from workshop.checks import attention, counting, cross_entropy
+from workshop.checks import attention, block, counting, cross_entropy, heads, mlp
 from workshop.tutor import Exercise, Mistake
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -33,6 +33,24 @@ EXERCISES: tuple[Exercise, ...] = (
               "scores with -inf",
               "softmax over the keys (dim -1), dropout on the weights if given, then weights @ v"),
              attention.check, attention.MISTAKES),
+    Exercise(4, "heads", "Several heads: multi-head causal self-attention", "docs/learn/04-heads.md",
+             ("model.py:CausalSelfAttention",),
+             ("q, k, v = self.c_attn(x).split(C, dim=2); each is (B, T, C)",
+              "view(B, T, n_head, C // n_head).transpose(1, 2) gives (B, nh, T, hs): head h owns a block of channels",
+              "after attention: y.transpose(1, 2).contiguous().view(B, T, C), then c_proj and resid_dropout"),
+             heads.check, heads.MISTAKES),
+    Exercise(5, "mlp", "The feed-forward network", "docs/learn/05-ffn.md", ("model.py:MLP", "model.py:Dropout"),
+             ("c_fc widens to config.ffn_hidden, c_proj narrows back to n_embd",
+              "act = nn.ReLU() if config.mlp == 'relu' else nn.GELU()",
+              "nn.Dropout(config.dropout) already does both: identity in eval mode, 1/(1-p) scaling in training"),
+             mlp.check, mlp.MISTAKES),
+    Exercise(6, "block", "LayerNorm and the pre-norm residual block", "docs/learn/07-norm.md",
+             ("model.py:make_norm", "model.py:Block"),
+             ("mean = x.mean(-1, keepdim=True); var = ((x - mean) ** 2).mean(-1, keepdim=True)",
+              "eps goes inside the square root: (x - mean) / torch.sqrt(var + eps)",
+              "Block.forward is two lines: x = x + self.attn(self.ln_1(x), rope, kv_cache), "
+              "then x = x + self.mlp(self.ln_2(x))"),
+             block.check, block.MISTAKES),
 )
 
 MISTAKES: tuple[Mistake, ...] = tuple(m for exercise in EXERCISES for m in exercise.mistakes)

@@ -136,3 +136,9 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
 def randn(*shape: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
     """A float64 tensor of N(0, scale^2) values, the same for the same seed."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
+
+
+def build(cls: type, reference: nn.Module, what: str, *args: Any) -> nn.Module:
+    """cls(*args) with the reference's weights, in float64 and eval mode (the learner's class through call,
+    so that an exception in its __init__ is one Failure naming it)."""
+    return load_weights(call(cls, *args), reference, what)
