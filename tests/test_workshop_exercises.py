@@ -12,9 +12,11 @@ import torch
 
 import model
 import tokenizer
+import train
 from experiments import ladder
 from workshop.catalogue import EXERCISES, MISTAKES
 from workshop.checks.common import part_of
+from workshop.checks.training import torch_adamw_step
 from workshop.tutor import Failure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +31,8 @@ PROJECT_PARTS = {
     4: dict(CausalSelfAttention=model.CausalSelfAttention),
     5: dict(MLP=model.MLP),
     6: dict(LayerNorm=torch.nn.LayerNorm, Block=model.Block),
+    7: dict(GPT=model.GPT),
+    8: dict(get_lr=train.get_lr, clip_grad_norm_=torch.nn.utils.clip_grad_norm_, adamw_step=torch_adamw_step),
 }
 
 

@@ -8,7 +8,7 @@ small function or class, named for what it gets wrong) are in workshop/checks/<n
 
 from __future__ import annotations
 
-from workshop.checks import attention, block, counting, cross_entropy, heads, mlp
+from workshop.checks import attention, block, counting, cross_entropy, gpt, heads, mlp, training
 from workshop.tutor import Exercise, Mistake
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -51,6 +51,18 @@ EXERCISES: tuple[Exercise, ...] = (
               "Block.forward is two lines: x = x + self.attn(self.ln_1(x), rope, kv_cache), "
               "then x = x + self.mlp(self.ln_2(x))"),
              block.check, block.MISTAKES),
+    Exercise(7, "gpt", "The whole GPT and GPT-2's initialisation", "docs/learn/08-stack.md",
+             ("model.py:GPT", "model.py:GPT.init_weights"),
+             ("positions = torch.arange(T); x = wte(idx) + wpe(positions), then drop, the blocks, ln_f, lm_head",
+              "tie the head with self.lm_head.weight = self.transformer.wte.weight: one Parameter, two uses",
+              "in init_weights, name.endswith('c_proj') picks the residual projections: std 0.02 / sqrt(2 * n_layer)"),
+             gpt.check, gpt.MISTAKES),
+    Exercise(8, "training_step", "The training step: schedule, clipping, AdamW", "docs/learn/12-what-goes-wrong.md",
+             ("train.py:get_lr", "train.py:train_step", "train.py:make_optimizer"),
+             ("get_lr: check the warmup at step 0 (lr / warmup_iters) and the end (min_lr at max_iters)",
+              "clip: total = torch.stack([p.grad.norm() for p in parameters]).norm(); one scale for every grad",
+              "adamw_step: decay param first, then the two moments, then the bias-corrected step"),
+             training.check, training.MISTAKES),
 )
 
 MISTAKES: tuple[Mistake, ...] = tuple(m for exercise in EXERCISES for m in exercise.mistakes)
