@@ -33,6 +33,9 @@ PROJECT_PARTS = {
     6: dict(LayerNorm=torch.nn.LayerNorm, Block=model.Block),
     7: dict(GPT=model.GPT),
     8: dict(get_lr=train.get_lr, clip_grad_norm_=torch.nn.utils.clip_grad_norm_, adamw_step=torch_adamw_step),
+    9: dict(RMSNorm=model.RMSNorm),
+    10: dict(SwiGLU=model.SwiGLU),
+    11: dict(rope_tables=model.rope_tables, apply_rotary_emb=model.apply_rotary_emb),
 }
 
 

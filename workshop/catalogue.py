@@ -8,7 +8,7 @@ small function or class, named for what it gets wrong) are in workshop/checks/<n
 
 from __future__ import annotations
 
-from workshop.checks import attention, block, counting, cross_entropy, gpt, heads, mlp, training
+from workshop.checks import attention, block, counting, cross_entropy, gpt, heads, mlp, rmsnorm, rope, swiglu, training
 from workshop.tutor import Exercise, Mistake
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -63,6 +63,21 @@ EXERCISES: tuple[Exercise, ...] = (
               "clip: total = torch.stack([p.grad.norm() for p in parameters]).norm(); one scale for every grad",
               "adamw_step: decay param first, then the two moments, then the bias-corrected step"),
              training.check, training.MISTAKES),
+    Exercise(9, "rmsnorm", "RMSNorm", "docs/learn/09-modern.md", ("model.py:RMSNorm",),
+             ("mean square: x.pow(2).mean(-1, keepdim=True); eps inside the root: torch.rsqrt(ms + eps)",
+              "no mean subtracted, no bias: only the gain, self.weight"),
+             rmsnorm.check, rmsnorm.MISTAKES),
+    Exercise(10, "swiglu", "SwiGLU", "docs/learn/09-modern.md", ("model.py:SwiGLU",),
+             ("gate, up = self.w_gate_up(x).chunk(2, dim=-1): the gate's rows come first",
+              "F.silu(gate) * up, then c_proj and dropout"),
+             swiglu.check, swiglu.MISTAKES),
+    Exercise(11, "rope", "RoPE: rotary position embeddings", "docs/learn/09-modern.md",
+             ("model.py:rope_tables", "model.py:apply_rotary_emb"),
+             ("inv_freq = 1 / theta ** (torch.arange(0, head_dim, 2) / head_dim); angles = torch.outer(positions, "
+              "inv_freq)",
+              "x1, x2 = x[..., :hs // 2], x[..., hs // 2:]: channel i is paired with channel i + hs/2",
+              "cos and sin (T, hs/2) broadcast over (B, nh, T, hs/2); cast them to x.dtype"),
+             rope.check, rope.MISTAKES),
 )
 
 MISTAKES: tuple[Mistake, ...] = tuple(m for exercise in EXERCISES for m in exercise.mistakes)
