@@ -3,6 +3,7 @@ length of a run only; a GPT made of the project's own parts standing in for the 
 same val loss as the project's, inside the band; and when a part is wrong, comparing each part alone in the
 reference model (same float64 weights, one batch, logits and gradients) names it."""
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -91,3 +92,14 @@ def test_a_gpt_of_the_projects_parts_standing_in_for_the_learners_trains_inside_
     learners = capstone.train_with(stand_ins, toy_flags(tmp_path / "learner", 1))["best_val_loss"]
     assert band.contains(learners)
     assert (tmp_path / "learner" / "best.pt").exists() and (tmp_path / "learner" / "metrics.jsonl").exists()
+
+
+def test_the_docs_band_is_the_one_the_results_file_holds():
+    block = capstone.DOCS_BAND.search(capstone.DOCS.read_text()).group(2)
+    if not capstone.BAND_FILE.exists():
+        assert block.startswith("Not measured yet"), "docs/workshop.md cites a band no results file holds"
+        return
+    results = json.loads(capstone.BAND_FILE.read_text())
+    assert block == capstone.band_section(results)
+    assert results["device"] in block and results["seeds"] == list(capstone.BAND_SEEDS)
+    assert results["best_val_losses"] == [run["best_val_loss"] for run in results["runs"]]

@@ -12,7 +12,8 @@ the flags of `uv run train.py`, so it writes the same best.pt, metrics.jsonl and
 
     uv run workshop.py capstone                        # the cpu recipe into out/workshop/
     uv run workshop.py capstone --max-iters 100        # any train.py flag
-    uv run workshop.py band                            # the band: the project's parts, 3 seeds (a few minutes)
+    uv run workshop.py band                            # the band: the project's parts, 3 seeds (a few minutes),
+                                                       # into workshop_band.json and docs/workshop.md
 
 When the learner's best val loss is outside the band, `find_culprits` builds the reference model once per
 learner part, with only that part the learner's, loads the same float64 weights into it and the reference,
@@ -22,6 +23,8 @@ and compares the logits and the gradients of the loss on one batch: a part whose
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import statistics
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,6 +45,8 @@ OUT_DIR = "out/workshop"
 # The written-out attention everywhere: on a GPU "auto" would take the fused kernel, not the learner's attention.
 RECIPE_FLAGS = ("--recipe", "cpu", "--attention", "manual")
 BAND_FILE = RESULTS_DIR / "workshop_band.json"
+DOCS = Path(model.__file__).resolve().parent / "docs" / "workshop.md"
+DOCS_BAND = re.compile(r"(<!-- band:start -->\n)(.*?)(<!-- band:end -->)", re.S)
 BAND_SEEDS = (1337, 1338, 1339)
 BAND_WIDTH_STDS = 3  # the band is mean +- 3 standard deviations of the seeds' best val losses...
 BAND_MIN_HALF_WIDTH = 0.02  # ...and never narrower than +- 0.02 nats (three seeds can agree by chance)
@@ -152,12 +157,26 @@ def find_culprits(parts: Mapping[str, Any], config: model.GPTConfig, seed: int =
 
 def read_band(path: Path = BAND_FILE) -> Band | None:
     """The band in the committed results file, or None where it has not been measured."""
-    import json
-
     if not path.exists():
         return None
     results = json.loads(path.read_text(encoding="utf-8"))
     return Band.of(results["best_val_losses"])
+
+
+def band_section(results: dict) -> str:
+    """docs/workshop.md's band block, written from workshop_band.json's contents."""
+    band = Band.of(results["best_val_losses"])
+    runs = ", ".join(f"{run['best_val_loss']:.4f} (seed {run['seed']})" for run in results["runs"])
+    return (f"Measured on {results['device']}, commit {results['git_commit'][:7]}, by `{results['command']}`: "
+            f"best val losses {runs}; the band is {band.mean:.4f} ± {band.half_width:.4f} "
+            f"(standard deviation {band.std:.4f}).\n")
+
+
+def write_band_section(results: dict, docs: Path = DOCS) -> None:
+    """Put band_section(results) between docs/workshop.md's band markers."""
+    text = docs.read_text(encoding="utf-8")
+    docs.write_text(DOCS_BAND.sub(lambda m: m.group(1) + band_section(results) + m.group(3), text),
+                    encoding="utf-8")
 
 
 def describe_band(band: Band) -> str:
@@ -249,5 +268,6 @@ def band_main(argv: list[str], folder: Path | None = None, catalogue: str | None
                "train_flags": list(RECIPE_FLAGS), "seeds": list(BAND_SEEDS), "runs": runs,
                "best_val_losses": losses, "mean": band.mean, "std": band.std, "half_width": band.half_width}
     write_results(results, BAND_FILE)
-    print(f"band: {describe_band(band)}")
+    write_band_section(results)
+    print(f"band: {describe_band(band)}; {display_path(DOCS)}'s band section is rewritten from it")
     return 0
