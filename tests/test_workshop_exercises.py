@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import generate
 import model
 import tokenizer
 import train
@@ -36,6 +37,8 @@ PROJECT_PARTS = {
     9: dict(RMSNorm=model.RMSNorm),
     10: dict(SwiGLU=model.SwiGLU),
     11: dict(rope_tables=model.rope_tables, apply_rotary_emb=model.apply_rotary_emb),
+    12: dict(causal_mask=model.causal_mask, KVCache=model.KVCache),
+    13: dict(filter_logits=generate.filter_logits, sample_next=generate.sample_next),
 }
 
 

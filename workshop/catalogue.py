@@ -8,7 +8,21 @@ small function or class, named for what it gets wrong) are in workshop/checks/<n
 
 from __future__ import annotations
 
-from workshop.checks import attention, block, counting, cross_entropy, gpt, heads, mlp, rmsnorm, rope, swiglu, training
+from workshop.checks import (
+    attention,
+    block,
+    counting,
+    cross_entropy,
+    gpt,
+    heads,
+    kv_cache,
+    mlp,
+    rmsnorm,
+    rope,
+    sampling,
+    swiglu,
+    training,
+)
 from workshop.tutor import Exercise, Mistake
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -78,6 +92,18 @@ EXERCISES: tuple[Exercise, ...] = (
               "x1, x2 = x[..., :hs // 2], x[..., hs // 2:]: channel i is paired with channel i + hs/2",
               "cos and sin (T, hs/2) broadcast over (B, nh, T, hs/2); cast them to x.dtype"),
              rope.check, rope.MISTAKES),
+    Exercise(12, "kv_cache", "The KV cache", "docs/learn/10-kv-cache.md",
+             ("model.py:KVCache", "model.py:causal_mask"),
+             ("causal_mask: torch.arange(n_key) <= positions[:, None]",
+              "update: self.k[layer].index_copy_(2, self.positions(T), k) writes the new keys at their positions",
+              "update never changes pos: GPT.forward adds T after the last layer"),
+             kv_cache.check, kv_cache.MISTAKES),
+    Exercise(13, "sampling", "Sampling: temperature, top-k, top-p", "docs/learn/11-sampling.md",
+             ("generate.py:filter_logits", "generate.py:sample_next"),
+             ("temperature first: logits / temperature; at 0 keep only the argmax",
+              "top-k: torch.sort(..., descending=True).indices[:, :top_k] are the tokens to keep",
+              "top-p: before = probs.cumsum(-1) - probs; drop the sorted tokens where before >= top_p"),
+             sampling.check, sampling.MISTAKES),
 )
 
 MISTAKES: tuple[Mistake, ...] = tuple(m for exercise in EXERCISES for m in exercise.mistakes)

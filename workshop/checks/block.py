@@ -105,7 +105,8 @@ MISTAKES = (
     Mistake("use the unbiased variance (divide by n - 1)",
             "torch.var divides by n - 1 unless told otherwise: use x.var(-1, unbiased=False), or the mean of "
             "the squared deviations", UnbiasedVariance,
-            "PyTorch docs, torch.nn.LayerNorm (the variance is the biased estimator, torch.var(input, unbiased=False))"),
+            "PyTorch docs, torch.nn.LayerNorm (the variance is the biased estimator, "
+            "torch.var(input, unbiased=False))"),
     Mistake("leave out the bias (beta)", "after the gain, add self.bias (when bias is True)", WithoutBias),
     Mistake("leave out the gain (weight)", "multiply the normalised x by self.weight before adding the bias",
             WithoutGain),
