@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 import model
+from machinery import settings
 from machinery.results import RESULTS_DIR, display_path, provenance, write_results
 from workshop.tutor import Exercise, Failure, matches
 
@@ -258,6 +259,9 @@ def band_main(argv: list[str], folder: Path | None = None, catalogue: str | None
     for seed in BAND_SEEDS:
         summary = train_with({}, [*RECIPE_FLAGS, "--out-dir", f"{OUT_DIR}-band", "--overwrite",
                                   "--sample-tokens", "0", "--seed", str(seed)])
+        if summary.get("steps") != settings.RECIPES["cpu"]["max_iters"]:  # a band from a cut-short run is no band
+            print(f"workshop.py: the seed {seed} run did not finish its steps, so no band is written", file=sys.stderr)
+            return 1
         losses.append(summary["best_val_loss"])
         runs.append({"seed": seed, "best_val_loss": summary["best_val_loss"], "steps": summary["steps"],
                      "train_seconds": round(summary["train_seconds"], 1)})
