@@ -17,7 +17,7 @@ import train
 from experiments import ladder
 from workshop.catalogue import EXERCISES, MISTAKES
 from workshop.checks.common import part_of
-from workshop.checks.training import torch_adamw_step
+from workshop.checks.training_step import torch_adamw_step
 from workshop.tutor import Failure
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from workshop.checks import (
     rope,
     sampling,
     swiglu,
-    training,
+    training_step,
 )
 from workshop.tutor import Exercise, Mistake
 
@@ -76,7 +76,7 @@ EXERCISES: tuple[Exercise, ...] = (
              ("get_lr: check the warmup at step 0 (lr / warmup_iters) and the end (min_lr at max_iters)",
               "clip: total = torch.stack([p.grad.norm() for p in parameters]).norm(); one scale for every grad",
               "adamw_step: decay param first, then the two moments, then the bias-corrected step"),
-             training.check, training.MISTAKES),
+             training_step.check, training_step.MISTAKES),
     Exercise(9, "rmsnorm", "RMSNorm", "docs/learn/09-modern.md", ("model.py:RMSNorm",),
              ("mean square: x.pow(2).mean(-1, keepdim=True); eps inside the root: torch.rsqrt(ms + eps)",
               "no mean subtracted, no bias: only the gain, self.weight"),
