@@ -340,3 +340,11 @@ def test_an_endless_loop_is_stopped_at_the_time_limit_and_the_next_check_still_r
     out = capsys.readouterr().out
     assert "did not finish in 1 s: is there an endless loop?" in out
     assert "square is not written yet" in out and "Traceback" not in out
+
+
+def test_the_folder_and_the_time_limit_may_come_before_or_after_the_command():
+    for argv in (["--dir", "elsewhere", "check", "3"], ["check", "3", "--dir", "elsewhere"]):
+        args = runner.build_parser().parse_args(argv)
+        assert (args.dir, args.command, args.number) == ("elsewhere", "check", 3), argv
+    assert runner.build_parser().parse_args(["hint", "2"]).dir == runner.DEFAULT_DIR
+    assert runner.build_parser().parse_args(["watch", "--time-limit", "5"]).time_limit == 5

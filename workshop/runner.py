@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from machinery.guards import ArgumentParser
 from workshop.tutor import Exercise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -333,44 +334,55 @@ def reset(bench: Workbench, number: int, yes: bool) -> int:
     return 0
 
 
+def shared_flags(default: object = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    """--dir and --time-limit, for the command line and for each command, so they may come before the command
+    or after it; a command's own copy defaults to SUPPRESS, so it keeps a value given before the command."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--dir", default=DEFAULT_DIR if default is None else default,
+                        help=f"your folder of exercises (default: {DEFAULT_DIR}/)")
+    shared.add_argument("--time-limit", type=float, default=TIME_LIMIT_S if default is None else default,
+                        help=f"seconds one check may run (default: {TIME_LIMIT_S:g})")
+    return shared
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="workshop.py", description="Write a GPT's parts yourself; the tutor checks each one against the "
-                                        "project's own code (docs/workshop.md).")
-    parser.add_argument("--dir", default=DEFAULT_DIR, help="your folder of exercises (default: %(default)s/)")
-    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT_S,
-                        help="seconds one check may run (default: %(default)g)")
+    """The command line: a command and its number, --dir and --time-limit before or after it."""
+    parser = ArgumentParser(
+        prog="workshop.py", parents=[shared_flags(default=None)],
+        description="Write a GPT's parts yourself; the tutor checks each one against the project's own code "
+                    "(docs/workshop.md).")
+    shared = shared_flags()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("progress", help="which exercises pass, and the next one (the default)")
-    check = commands.add_parser("check", help="check one exercise, or all; exit 0 only if all pass")
+    commands.add_parser("progress", parents=[shared], help="which exercises pass, and the next one (the default)")
+    check = commands.add_parser("check", parents=[shared], help="check one exercise, or all; exit 0 only if all pass")
     check.add_argument("number", type=int, nargs="?")
-    commands.add_parser("watch", help="check the current exercise each time you save it")
+    commands.add_parser("watch", parents=[shared], help="check the current exercise each time you save it")
     for name, text in (("hint", "the next hint for an exercise"),
                        ("solution", "where the project's own code for a passed exercise is"),
                        ("reset", "put the blank exercise back (asks first)")):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, parents=[shared], help=text)
         sub.add_argument("number", type=int)
         if name == "solution":
             sub.add_argument("--show-anyway", action="store_true", help="before the exercise passes")
         if name == "reset":
             sub.add_argument("--yes", action="store_true", help="do not ask")
-    capstone = commands.add_parser("capstone", help="train a GPT made of your parts with the project's loop",
+    commands.add_parser("capstone", help="train a GPT made of your parts with the project's loop",
                                    add_help=False)
-    capstone.add_argument("capstone_args", nargs=argparse.REMAINDER)
-    band = commands.add_parser("band", help="measure the val loss the project's own parts reach (3 seeds)",
+    commands.add_parser("band", help="measure the val loss the project's own parts reach (3 seeds)",
                                add_help=False)
-    band.add_argument("band_args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None, catalogue: str = CATALOGUE, blanks: Path = BLANKS) -> int:
     """Run one workshop command; the exit code (2 for bad input, printed as one line)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # capstone and band pass the rest on to their own flags
+    if extra and args.command not in ("capstone", "band"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command in ("capstone", "band"):
             from workshop import capstone
 
-            extra = args.capstone_args if args.command == "capstone" else args.band_args
             run = capstone.main if args.command == "capstone" else capstone.band_main
             return run(extra, folder=Path(args.dir), catalogue=catalogue)
         if args.time_limit <= 0:
