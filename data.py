@@ -9,13 +9,16 @@ Offline with no copy, the error says where to put it.
 
 The split is the standard one so numbers compare with published results: the first 90% of the
 characters train, the last 10% validate. Each part is encoded once and cached as a uint16 array.
-load_corpus does all of this for train.py and returns the token ids of both splits (a Corpus).
+load_corpus does all of this for train.py and returns the token ids of both splits (a Corpus), with
+a record of the file (its resolved path, sha256 and size) that train.py saves in every checkpoint, so
+that --resume trains on the same text (machinery/corpus_check.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -81,6 +84,21 @@ def download_tiny_shakespeare(destination: Path) -> None:
     write_atomically(destination, content)
 
 
+def min_chars_for_char_tokens(block_size: int) -> int:
+    """The shortest text whose split gives one context of block_size + 1 characters to each of training and
+    validation (what a character-level run needs at the least)."""
+    chars = math.ceil((block_size + 1) / VAL_FRACTION) - 10  # just below the answer; validation is the smaller part
+    while chars - int(chars * (1 - VAL_FRACTION)) < block_size + 1:
+        chars += 1
+    return chars
+
+
+def corpus_record(path: Path, raw: bytes, text: str) -> dict:
+    """What a checkpoint records of the text it was trained on: its resolved path, sha256 and size."""
+    return {"path": str(path.resolve()), "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
+            "chars": len(text)}
+
+
 def read_text(path: Path, min_chars: int = 1) -> str:
     """The file's text, with a clear DataError if it is missing, not UTF-8, or shorter than min_chars."""
     path = existing_file(path, "check the path")
@@ -93,9 +111,9 @@ def read_text(path: Path, min_chars: int = 1) -> str:
     if not text:
         raise DataError(f"{path} is empty: give a text file with something to learn from")
     if len(text) < min_chars:
-        raise DataError(f"{path} has {len(text)} characters, too short for this run: it needs at least "
-                        f"{min_chars} (enough for a training and a validation window); use a longer text "
-                        "or a smaller --block-size")
+        raise DataError(f"{path} has {len(text):,} character{'s' if len(text) != 1 else ''}, too short for this run: "
+                        f"it needs at least {min_chars:,} (one context for training and one for validation, "
+                        f"{VAL_FRACTION:.0%} of the text); use a longer text or a smaller --block-size")
     return text
 
 
@@ -194,6 +212,7 @@ class Corpus:
     # Bits per character compare tokenizers fairly: all nats over the val text / its characters / ln 2.
     # Every val token but the first is scored, so the first token's characters are not counted.
     val_chars_scored: int
+    record: dict  # corpus_record: what the checkpoint saves, to check on --resume
 
 
 def load_corpus(path: str | None, tokenizer_state: dict | None, tokenizer_kind: str, vocab_size: int | None,
@@ -203,7 +222,11 @@ def load_corpus(path: str | None, tokenizer_state: dict | None, tokenizer_kind: 
     corpus_path = find_corpus(path)
     if corpus_path.name == DEFAULT_CORPUS.name and corpus_path.is_file():
         check_tiny_shakespeare(corpus_path)
-    train_text, val_text = split_text(read_text(corpus_path))
+    # A character vocabulary is built from the training split, so a text too short to split would be
+    # reported as characters missing from an empty vocabulary: say it is too short instead.
+    char_level = (tokenizer_state["name"] if tokenizer_state else tokenizer_kind) == "char"
+    text = read_text(corpus_path, min_chars_for_char_tokens(block_size) if char_level else 1)
+    train_text, val_text = split_text(text)
     try:
         tokenizer = (tokenizer_from_state(tokenizer_state) if tokenizer_state
                      else build_tokenizer(tokenizer_kind, train_text, vocab_size))
@@ -217,4 +240,5 @@ def load_corpus(path: str | None, tokenizer_state: dict | None, tokenizer_kind: 
     train_tokens, val_tokens = (torch.from_numpy(ids.astype("int64")) for ids in splits.values())
     return Corpus(corpus_path.name, tokenizer, train_tokens, val_tokens,
                   eval_windows(len(val_tokens), block_size, max_eval_windows or None),
-                  len(val_text) - len(tokenizer.decode(splits["validation"][:1].tolist())))
+                  len(val_text) - len(tokenizer.decode(splits["validation"][:1].tolist())),
+                  corpus_record(corpus_path, text.encode("utf-8"), text))  # strict UTF-8: the same bytes

@@ -230,6 +230,18 @@ def model_card(checkpoint: dict, model: GPT, architecture: str, val_bpc: float |
     return "\n".join(lines)
 
 
+def written_by_an_export(out: Path) -> bool:
+    """Whether the folder holds a previous export: a model.safetensors whose metadata records the tinygpt
+    config it was exported from (export_to_hf writes it)."""
+    try:
+        with open(out / "model.safetensors", "rb") as file:
+            header_bytes = int.from_bytes(file.read(8), "little")  # the safetensors format: length, JSON header
+            header = json.loads(file.read(header_bytes)) if header_bytes < 2**24 else {}
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and "tinygpt_config" in (header.get("__metadata__") or {})
+
+
 def check_out_dir(out: Path, force: bool) -> None:
     """Refuse to overwrite anything but an empty folder, or (with force) a previous export."""
     if out.exists() and not out.is_dir():
@@ -241,6 +253,9 @@ def check_out_dir(out: Path, force: bool) -> None:
     if foreign:  # --force deletes the folder, so it must hold nothing the user could miss
         raise FileExistsError(f"{out} holds files an export does not write ({', '.join(foreign[:5])}); "
                               "--force only replaces a previous export: choose another --out")
+    if existing and not written_by_an_export(out):  # a README.md of the user's own has an export's name
+        raise FileExistsError(f"{out} holds {', '.join(existing)} but no previous export (no model.safetensors "
+                              "written by export.py); --force only replaces a previous export: choose another --out")
     try:  # the folder beside it must take the export (see export_to_hf) before the work starts
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent):

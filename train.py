@@ -155,14 +155,16 @@ class Run:
         return s.batch_size * s.block_size * s.grad_accum * self.processes.world
 
 
-def set_up(argv: list[str] | None, processes: distributed.Processes) -> Run:
-    """Settings (resolved once, a resumed run's own: settings.resolve), the previous run, the output folder,
-    device, data, model and optimizer. Raises ValueError or data.DataError, before anything is written, for
-    any input that cannot work, and guards.NothingToDo."""
+def set_up(argv: list[str] | None, processes: distributed.Processes, out_dir_lock: checkpoint.OutDirLock) -> Run:
+    """Settings (resolved once, a resumed run's own, on its own corpus: settings.resolve), the previous run, the
+    output folder (locked: one run at a time), device, data, model and optimizer. Raises ValueError or
+    data.DataError, before anything is written, for any input that cannot work, and guards.NothingToDo."""
     args, given = settings.parse_args(argv), settings.given_flags(argv)
     if args.data:  # a --data path with no file is named before the out dir is checked
         data.find_corpus(args.data)
     out_dir = Path(args.out_dir)
+    if processes.is_main:  # before the saved run is read: another run may be writing it
+        checkpoint.check_out_dir(out_dir)
     saved = checkpoint.previous_run(out_dir, args.resume, args.overwrite)
     if saved:  # only the model flags on the command line count: a recipe's differ if the run overrode them
         checkpoint.check_resumable(saved, settings.model_flags_given(args, given), out_dir / "last.pt")
@@ -170,7 +172,6 @@ def set_up(argv: list[str] | None, processes: distributed.Processes) -> Run:
     if processes.is_main and changes:
         print(f"resuming with {'; '.join(changes)}")
     guards.check_not_finished(saved and saved["step"], s.max_iters, out_dir)
-    corpus_path = data.find_corpus(s.data)
     device = pick_device(s.device)
     if device.type == "cuda" and processes.world > 1:
         device = torch.device("cuda", processes.local_rank)
@@ -178,22 +179,19 @@ def set_up(argv: list[str] | None, processes: distributed.Processes) -> Run:
     with torch.device("meta"):  # the parameter count without allocating the weights
         params = GPT(config).num_params()
     check_fits_in_memory(config, s.batch_size, device, dtype, params)
-    if processes.is_main:  # only once the settings are known to work, so a refused run leaves no folder
-        checkpoint.prepare_out_dir(out_dir)
-    corpus = data.load_corpus(str(corpus_path), saved and saved["tokenizer"], s.tokenizer, s.vocab_size,
-                              config.block_size, s.eval_windows)
+    corpus = data.load_corpus(s.data, saved and saved["tokenizer"], s.tokenizer, s.vocab_size, config.block_size,
+                              s.eval_windows)
     config = replace(config, vocab_size=corpus.tokenizer.vocab_size)
+    if processes.is_main:  # only once the settings and the corpus are known to work: a refused run leaves no folder
+        checkpoint.prepare_out_dir(out_dir, out_dir_lock)
 
     torch.manual_seed(s.seed + processes.rank)  # weights are the same on every rank: DDP broadcasts rank 0's
     with torch.device(device):  # built where it runs, so attention "auto" picks that device's kernel
         raw_model = GPT(config)
     optimizer = make_optimizer(raw_model, s.lr, s.weight_decay, s.beta2, device, s.optimizer)
     batch_generator = torch.Generator().manual_seed(s.seed)  # same on every rank; each takes its slice
-    if saved:
-        state = checkpoint.restore_training(saved, raw_model, optimizer, batch_generator, processes.rank, s.seed,
-                                            device)
-    else:
-        state = checkpoint.RunState(interval_loss=torch.zeros((), device=device))
+    state = (checkpoint.restore_training(saved, raw_model, optimizer, batch_generator, processes.rank, s.seed, device)
+             if saved else checkpoint.RunState(interval_loss=torch.zeros((), device=device)))
     model = torch.compile(raw_model) if s.compile else raw_model
     if processes.world > 1:
         model = DistributedDataParallel(model, device_ids=[processes.local_rank] if device.type == "cuda" else None)
@@ -225,17 +223,18 @@ def describe(run: Run) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Train as the flags say; returns a summary (best val loss, steps, time, parameters)."""
     processes = distributed.join()
-    try:
-        run = set_up(argv, processes)
-    except (ValueError, data.DataError) as error:
-        raise SystemExit(f"error: {error}") from None
-    except guards.NothingToDo as nothing:
-        print(f"nothing to do: {nothing}")
-        return {}
-    try:
-        return train(run)
-    except guards.TrainingError as error:
-        raise SystemExit(f"error: {error}") from None
+    with checkpoint.OutDirLock() as out_dir_lock:  # taken by set_up, held until the run ends
+        try:
+            run = set_up(argv, processes, out_dir_lock)
+        except (ValueError, data.DataError) as error:
+            raise SystemExit(f"error: {error}") from None
+        except guards.NothingToDo as nothing:
+            print(f"nothing to do: {nothing}")
+            return {}
+        try:
+            return train(run)
+        except guards.TrainingError as error:
+            raise SystemExit(f"error: {error}") from None
 
 
 def train(run: Run) -> dict:
@@ -314,7 +313,7 @@ def save(run: Run, *paths: Path) -> None:
     if run.processes.is_main:
         rng = {"batches": run.batch_generator.get_state(), "ranks": ranks}
         state = checkpoint.make_checkpoint(run.raw_model, run.corpus.tokenizer, run.state, run.optimizer, rng,
-                                           asdict(run.settings))
+                                           asdict(run.settings), run.corpus.record)
         for path in paths:
             try:
                 checkpoint.save_checkpoint(state, path)

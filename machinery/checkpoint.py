@@ -10,13 +10,19 @@ A checkpoint is a plain dict of tensors and containers (so torch.load(weights_on
                                    process's dropout random state, and the run's settings
     step, best_val_loss, ...       the fields of RunState: where the run stands
 
+    corpus                         the text the run trained on (data.corpus_record), which --resume
+                                   checks before it trains on that file again (machinery/corpus_check.py)
+
 train.py writes best.pt and last.pt with make_checkpoint and save_checkpoint; `--resume` reads last.pt
 with load_checkpoint, refuses it if the flags ask for another model (check_resumable), and continues
-with restore_training. A resumed run on the CPU equals an uninterrupted one bit for bit.
+with restore_training. A resumed run on the CPU equals an uninterrupted one bit for bit. One run at a
+time writes into a folder: it holds OutDirLock from prepare_out_dir to its end.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -61,15 +67,16 @@ class RunState:
 
 def make_checkpoint(model: GPT, tokenizer: Tokenizer | None, state: RunState | None = None,
                     optimizer: torch.optim.Optimizer | None = None, rng: dict | None = None,
-                    settings: dict | None = None) -> dict:
+                    settings: dict | None = None, corpus: dict | None = None) -> dict:
     """The dict a checkpoint file holds: the model's config and weights and its tokenizer (train.py always
     saves one; without it the ids cannot become text), and, from a training run, the optimizer, random
-    states (see rng_state) and settings, and the RunState's fields."""
+    states (see rng_state), settings and corpus record, and the RunState's fields."""
     checkpoint = {"model": model.state_dict(), "config": asdict(model.config)}
     if tokenizer is not None:
         checkpoint["tokenizer"] = tokenizer.state_dict()
     if state is not None:
-        checkpoint |= {"optimizer": optimizer.state_dict(), "rng": rng, "args": settings, **asdict(state)}
+        checkpoint |= {"optimizer": optimizer.state_dict(), "rng": rng, "args": settings, "corpus": corpus,
+                       **asdict(state)}
     return checkpoint
 
 
@@ -91,13 +98,85 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
         torch.save(checkpoint, file)
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create out_dir if need be and prove it writable, before any work is done; remove the temporary
-    files of a save that was killed (their names are save_checkpoint's)."""
+LOCK_FILE = "run.lock"
+
+
+class OutDirLock:
+    """What makes a training run the only one writing into its --out-dir: an exclusive fcntl.flock on
+    out_dir/run.lock, held on an open file for the run's whole life. The operating system drops it when the
+    process ends, however it ends (kill -9, a crash; a power loss leaves no process), so no lock is ever
+    stale. The file holds the holder's pid, to name it to a run that is refused. Under torchrun the main
+    process holds it. Used as a context manager, it is released at the end of the block."""
+
+    def __init__(self) -> None:
+        self.file = None
+
+    def __enter__(self) -> OutDirLock:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def acquire(self, out_dir: Path) -> None:
+        """Take the lock on out_dir (which must exist), or raise ValueError naming the run that holds it."""
+        file = open(out_dir / LOCK_FILE, "a+")  # "a+": never truncate what the holder wrote
+        try_lock(file, out_dir)
+        file.truncate(0)
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self.file = file
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing the file drops the lock
+            self.file = None
+
+
+def try_lock(file, out_dir: Path) -> None:
+    """flock file exclusively without waiting. If another process holds it, close file and raise ValueError
+    with that process's pid."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        pid = file.read().strip() or "unknown"
+        file.close()
+        raise ValueError(f"--out-dir {out_dir} is in use by another training run (process {pid}, which holds "
+                         f"{out_dir / LOCK_FILE}); wait for it to end or stop it, or choose another --out-dir"
+                         ) from None
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Raise ValueError if another run holds out_dir's lock now (naming its process), or if out_dir cannot be
+    created or written. Takes nothing and creates nothing: a run refused later (for its corpus, say) leaves
+    no folder behind; prepare_out_dir takes the lock once everything is checked."""
+    if (out_dir / LOCK_FILE).is_file():  # checked before the saved run is read: refused whatever the flags
+        with open(out_dir / LOCK_FILE) as file:
+            try_lock(file, out_dir)  # and released again when the file closes
+    existing = next(folder for folder in [out_dir, *out_dir.parents] if folder.exists() or folder == folder.parent)
+    if not existing.is_dir():
+        reason = "it is a file" if existing == out_dir else f"{existing} is a file"
+    elif existing == out_dir:
+        try:
+            with tempfile.TemporaryFile(dir=out_dir):
+                return
+        except OSError as error:
+            reason = error.strerror or str(error)
+    elif os.access(existing, os.W_OK | os.X_OK):
+        return
+    else:
+        reason = f"{existing} is not writable"
+    raise ValueError(f"cannot write to --out-dir {out_dir} ({reason}); choose a folder you can write to")
+
+
+def prepare_out_dir(out_dir: Path, lock: OutDirLock) -> None:
+    """Create out_dir if need be and take its lock (raising ValueError if it cannot be written or another run
+    holds it); then remove the temporary files of a save that was killed (their names are save_checkpoint's).
+    Only with the lock held: it proves no other run is writing there, so no .tmp file is another run's save
+    in progress."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
+        lock.acquire(out_dir)
     except OSError as error:
         raise ValueError(f"cannot write to --out-dir {out_dir} ({error.strerror or error}); "
                          "choose a folder you can write to") from None

@@ -5,8 +5,10 @@ generation its guards are checked once. docs/generation.md measures what it save
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -41,3 +43,23 @@ def checked_once(step: Callable) -> Callable:
 def compiled(step: Callable) -> Callable:
     """step compiled (compiled_graph) for one generation: its guards checked on the first call only."""
     return checked_once(compiled_graph(step))
+
+
+class NoCudaRuntimeNotice(logging.Filter):
+    """Drops the one line torch logs when the C++ compiler is first set up on a machine with a CUDA toolkit
+    but no CUDA GPU ("No CUDA runtime is found, using CUDA_HOME=..."): compiling for the CPU needs no CUDA,
+    so the line only alarms. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+@contextlib.contextmanager
+def without_cuda_runtime_notice() -> Iterator[None]:
+    """A block in which torch.utils.cpp_extension's "No CUDA runtime" line (NoCudaRuntimeNotice) is dropped."""
+    logger, notice = logging.getLogger("torch.utils.cpp_extension"), NoCudaRuntimeNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)

@@ -138,10 +138,14 @@ def training_memory_bytes(config, batch_size: int, dtype: torch.dtype, params: i
 
 
 def check_fits_in_memory(config, batch_size: int, device: torch.device, dtype: torch.dtype, params: int) -> None:
-    """Refuse, before any work, a --block-size and batch whose training step cannot fit in the device's memory
-    (config: a model.GPTConfig with params parameters), with ValueError."""
+    """Refuse, before any work, a model whose weights alone cannot fit in the device's memory, or a --block-size
+    and batch whose training step cannot (config: a model.GPTConfig with params parameters), with ValueError."""
     available = memory_bytes(device)
     needed = training_memory_bytes(config, batch_size, dtype, params)
+    if available is not None and 16 * params > available:  # the weights alone: no smaller context or batch helps
+        raise ValueError(f"the model itself is too large for this {device.type}: its {params:,} parameters need "
+                         f"{16 * params / 2**30:,.1f} GiB with their gradients and AdamW's moments, more than its "
+                         f"{available / 2**30:,.1f} GiB; make it smaller with --n-embd, --n-layer or --preset")
     if available is not None and needed > available:
         raise ValueError(f"--block-size {config.block_size} with --batch-size {batch_size} needs at least "
                          f"{needed / 2**30:,.1f} GiB to train, more than the {available / 2**30:,.1f} GiB of this "

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from machinery.compiling import without_cuda_runtime_notice
 from machinery.device import DEVICES, DTYPES
 from machinery.guards import ArgumentParser
 from tokenizer import Tokenizer
@@ -123,8 +124,10 @@ def compile_for_generation(warm_up: Callable[[], float], asked: bool) -> bool:
     how long it took; return whether it is compiled. If torch.compile fails (it needs a C++ compiler on a
     CPU), it is an error where --compile asked for it (asked), while the automatic choice says so and
     generates eagerly."""
+    print("compiling the decode step (once, some seconds)...", file=sys.stderr, flush=True)  # else a silent wait
     try:
-        seconds = warm_up()
+        with without_cuda_runtime_notice():  # a CPU-only machine needs no CUDA: torch's line about it only alarms
+            seconds = warm_up()
     except Exception as error:  # torch.compile's failures come in many types (a compiler missing, ...)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if asked:

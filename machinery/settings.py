@@ -21,6 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from data import DATA_ENV_VAR
+from machinery.corpus_check import corpus_to_resume
 from machinery.device import pick_device
 from machinery.guards import ArgumentParser
 from machinery.optim import OPTIMIZERS
@@ -114,6 +115,7 @@ class Settings:
     out_dir: str
     resume: bool
     overwrite: bool
+    corpus_changed_ok: bool
     stop_after_iters: int | None
     sample_tokens: int
     # hardware
@@ -178,6 +180,9 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
                        help="continue the run saved in --out-dir/last.pt with its saved settings; flags\n"
                             "given again may move where it stops (--max-iters, --patience, ...)")
     group.add_argument("--overwrite", action="store_true", help="start afresh even if --out-dir holds a run")
+    group.add_argument("--corpus-changed-ok", action="store_true",
+                       help="with --resume: continue even though the corpus the run trained on has changed\n"
+                            "since it was saved (or on another --data); without it such a resume is refused")
     group.add_argument("--stop-after-iters", type=int,
                        help="stop (saving last.pt) after this many steps of this invocation; the schedule\n"
                             "still follows --max-iters, so --resume continues the same run (default: off)")
@@ -276,8 +281,9 @@ def given_flags(argv: list[str] | None = None) -> set[str]:
 CHANGEABLE_ON_RESUME = ("max_iters", "patience", "eval_interval", "sample_tokens", "device", "dtype", "compile")
 # What a run saved before these flags existed did: every run trained with AdamW before --optimizer.
 BEFORE_THE_FLAG = {"optimizer": "adamw"}
-# Where this invocation runs and when it stops, not what the run is: never taken from the saved run.
-NOT_SAVED_WITH_THE_RUN = ("resume", "overwrite", "out_dir", "stop_after_iters")
+# Where this invocation runs and when it stops, not what the run is: never taken from the saved run. The
+# corpus is checked against the checkpoint's record of it instead (machinery/corpus_check.py).
+NOT_SAVED_WITH_THE_RUN = ("resume", "overwrite", "out_dir", "stop_after_iters", "corpus_changed_ok", "data")
 
 
 def resume_settings(values: dict, saved: dict, given: set[str], world: int = 1,
@@ -377,7 +383,12 @@ def resolve(args: argparse.Namespace, given: set[str], saved: dict | None = None
     values, changes = vars(args), []
     if saved:
         values, changes = resume_settings(values, saved["args"], given, world, len(saved["rng"]["ranks"]))
+        values["data"], corpus_note = corpus_to_resume(saved, args.data, args.corpus_changed_ok)
+        changes += [corpus_note] if corpus_note else []
     values = with_recipe(values, pick_device(values["device"]).type)
+    if values["min_lr"] > values["lr"]:
+        raise ValueError(f"--min-lr {values['min_lr']:g} is above the peak --lr {values['lr']:g}, so the \"decay\" "
+                         "would climb; give a --min-lr no larger than --lr")
     if saved:
         config = GPTConfig(**saved["config"])
     else:

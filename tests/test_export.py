@@ -172,6 +172,18 @@ def test_force_never_deletes_files_an_export_did_not_write(tmp_path, capsys):
     assert (out / "todo.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("own_files", [["README.md"], ["README.md", "config.json"]])
+def test_force_never_replaces_a_users_files_that_share_an_exports_names(own_files, tmp_path, capsys):
+    ckpt, out = tmp_path / "ckpt.pt", tmp_path / "mine"
+    save_checkpoint(checkpoint_of(perturbed_model("modern", **SMALL)), ckpt)
+    out.mkdir()
+    for name in own_files:
+        (out / name).write_text("my own notes")
+    status, _, err = run_cli(capsys, "--ckpt", str(ckpt), "--out", str(out), "--force")
+    assert status == 2 and err.count("\n") == 1 and "no previous export" in err
+    assert all((out / name).read_text() == "my own notes" for name in own_files)
+
+
 def test_a_failed_export_leaves_the_previous_one_untouched(tmp_path, monkeypatch):
     out = tmp_path / "hf"
     export.export_to_hf(checkpoint_of(perturbed_model("vanilla", **SMALL)), out)

@@ -7,7 +7,9 @@ status. Every run is the tiny CPU float32 run of test_train.py.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+import os
 import random
 import re
 import signal
@@ -112,6 +114,34 @@ def test_a_context_too_long_for_memory_is_refused_before_any_work(corpus_path, t
                     r"the 1\.0 GiB of this cpu; lower --block-size or --batch-size", stderr), stderr
 
 
+def test_a_model_too_large_for_memory_is_refused_naming_the_flags_that_size_it(corpus_path, tmp_path, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setattr(device, "memory_bytes", lambda device: 2**30)
+    exit_code, stderr = refusal(flags(corpus_path, tmp_path / "run", n_embd=100_000, n_head=2), capsys)
+    assert exit_code == 1 and stderr.count("\n") == 1
+    assert re.match(r"error: the model itself is too large for this cpu: its [\d,]+ parameters need [\d.,]+ GiB with "
+                    r"their gradients and AdamW's moments, more than its 1\.0 GiB; make it smaller with --n-embd, "
+                    r"--n-layer or --preset", stderr), stderr
+    assert "--block-size" not in stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["x", "to be or not to be, ", "x\udcff"])
+def test_a_run_refused_for_its_corpus_leaves_no_folder(text, tmp_path, capsys):
+    corpus = tmp_path / "short.txt"
+    corpus.write_bytes(text.encode("utf-8", "surrogateescape"))  # the last one is not UTF-8
+    exit_code, stderr = refusal(flags(corpus, tmp_path / "out" / "run"), capsys)
+    assert exit_code == 1 and stderr.count("\n") == 1
+    assert "too short for this run" in stderr or "not UTF-8" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_min_lr_above_the_peak_lr_is_refused(corpus_path, tmp_path, capsys):
+    exit_code, stderr = refusal(flags(corpus_path, tmp_path / "run", lr=0.01, min_lr=1), capsys)
+    assert exit_code == 1 and stderr == ('error: --min-lr 1 is above the peak --lr 0.01, so the "decay" would climb; '
+                                         "give a --min-lr no larger than --lr\n")
+    assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------------------------------------
 # Resume semantics
 
@@ -179,6 +209,128 @@ def test_resume_of_a_checkpoint_without_optimizer_state_is_refused_clearly(corpu
     save_checkpoint(make_checkpoint(model, tokenizer_from_state(saved["tokenizer"])), tmp_path / "last.pt")
     exit_code, stderr = refusal(["--resume", "--out-dir", str(tmp_path)], capsys)
     assert exit_code == 1 and "not the state of its training run (optimizer, rng, args, step missing)" in stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# A run's corpus is part of the run: --resume trains on the text the checkpoint records
+
+
+@pytest.fixture
+def own_corpus(corpus_path, tmp_path) -> Path:
+    """A text of the user's own (20,000 characters of Shakespeare under another name), in its own folder."""
+    path = tmp_path / "corp" / "docs.txt"
+    path.parent.mkdir()
+    path.write_text(corpus_path.read_text()[:20_000])
+    return path
+
+
+def test_a_bare_resume_trains_on_the_saved_runs_own_corpus(own_corpus, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.chdir(own_corpus.parent)  # --data relative to where the run started
+    train.main(flags(Path("docs.txt"), run, stop_after_iters=2))
+    record = load_checkpoint(run / "last.pt")["corpus"]
+    assert record == {"path": str(own_corpus.resolve()), "sha256": hashlib.sha256(own_corpus.read_bytes()).hexdigest(),
+                      "bytes": 20_000, "chars": 20_000}
+    monkeypatch.chdir(tmp_path)  # elsewhere, where docs.txt names nothing
+    monkeypatch.setenv("TINYGPT_DATA", str(tmp_path / "nowhere.txt"))
+    summary = train.main(["--resume", "--out-dir", str(run)])
+    assert summary["steps"] == 8
+    trained_chars = "".join(sorted(set(own_corpus.read_text()[:18_000])))  # the training split's vocabulary
+    assert load_checkpoint(run / "last.pt")["tokenizer"]["chars"] == trained_chars
+
+
+def test_a_resume_after_the_corpus_changed_is_refused_unless_asked(own_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    train.main(flags(own_corpus, run, stop_after_iters=2))
+    before = (run / "last.pt").read_bytes()
+    own_corpus.write_text(own_corpus.read_text()[:19_000])
+    exit_code, stderr = refusal(["--resume", "--out-dir", str(run)], capsys)
+    assert exit_code == 1 and stderr.count("\n") == 1
+    assert re.match(rf"error: {re.escape(str(own_corpus))} changed since the run was saved \(20,000 bytes, sha256 "
+                    r"[0-9a-f]{12} then; 19,000 bytes, sha256 [0-9a-f]{12} now\); put the original back, or pass "
+                    r"--corpus-changed-ok", stderr), stderr
+    assert (run / "last.pt").read_bytes() == before
+    train.main(["--resume", "--out-dir", str(run), "--corpus-changed-ok"])
+    assert "as --corpus-changed-ok asks" in capsys.readouterr().out
+    assert load_checkpoint(run / "last.pt")["corpus"]["bytes"] == 19_000  # the text it now trains on
+
+
+def test_another_data_on_resume_is_refused_with_advice_that_works(own_corpus, corpus_path, tmp_path, capsys):
+    run = tmp_path / "run"
+    train.main(flags(own_corpus, run, stop_after_iters=2))
+    exit_code, stderr = refusal(["--resume", "--out-dir", str(run), "--data", str(corpus_path)], capsys)
+    assert exit_code == 1 and f"--data {corpus_path} is not the corpus the saved run trained on" in stderr
+    assert "drop --data to continue the run" in stderr
+    assert train.main(["--resume", "--out-dir", str(run), "--max-iters", "4"])["steps"] == 4  # as the advice says
+    train.main(["--resume", "--out-dir", str(run), "--data", str(own_corpus), "--max-iters", "6"])  # the same file
+
+
+def test_a_checkpoint_saved_before_corpus_records_resumes_on_its_saved_data_with_a_note(own_corpus, tmp_path,
+                                                                                       capsys):
+    run = tmp_path / "run"
+    train.main(flags(own_corpus, run, stop_after_iters=2))
+    saved = torch.load(run / "last.pt", weights_only=True)
+    del saved["corpus"]
+    torch.save(saved, run / "last.pt")
+    capsys.readouterr()
+    assert train.main(["--resume", "--out-dir", str(run)])["steps"] == 8
+    out = capsys.readouterr().out
+    assert f"resuming with {own_corpus} unchecked (the checkpoint was saved before runs recorded their corpus)" in out
+    assert "data docs.txt:" in out
+
+
+# ----------------------------------------------------------------------------------------------------
+# One run per folder
+
+
+def hold_out_dir(out_dir: Path):
+    """Take out_dir's lock as a running run does, in this process (train.main opens its own file, which
+    flock treats as another holder)."""
+    lock = checkpoint.OutDirLock()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock.acquire(out_dir)
+    return lock
+
+
+@pytest.mark.parametrize("how", ["new", "--resume", "--overwrite"])
+def test_a_second_run_into_a_folder_in_use_is_refused_naming_the_running_process(how, corpus_path, tmp_path,
+                                                                                capsys):
+    train.main(flags(corpus_path, tmp_path, stop_after_iters=2))
+    before = {path.name: path.read_bytes() for path in tmp_path.glob("*.pt")}
+    with hold_out_dir(tmp_path):
+        extra = {"new": {}, "--resume": {"resume": True}, "--overwrite": {"overwrite": True}}[how]
+        exit_code, stderr = refusal(flags(corpus_path, tmp_path, **extra), capsys)
+    assert exit_code == 1 and stderr.count("\n") == 1
+    assert stderr.startswith(f"error: --out-dir {tmp_path} is in use by another training run (process {os.getpid()},")
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("*.pt")} == before
+    train.main(flags(corpus_path, tmp_path, resume=True))  # released: the folder is free again
+
+
+def test_temporary_files_are_left_alone_while_another_run_holds_the_folder(corpus_path, tmp_path, capsys):
+    in_progress = tmp_path / ".last.pt.abc123.tmp"
+    with hold_out_dir(tmp_path):
+        in_progress.write_bytes(b"another run's save in progress")
+        refusal(flags(corpus_path, tmp_path), capsys)
+        with pytest.raises(ValueError, match="in use by another training run"):
+            checkpoint.prepare_out_dir(tmp_path, checkpoint.OutDirLock())
+    assert in_progress.exists()
+
+
+@pytest.mark.slow
+def test_a_lock_left_by_a_killed_run_does_not_block_the_next(corpus_path, tmp_path):
+    hold = ("import sys, time; from pathlib import Path; from machinery.checkpoint import OutDirLock; "
+            "lock = OutDirLock(); lock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ValueError, match=f"process {holder.pid},"):
+            checkpoint.check_out_dir(tmp_path)
+    finally:
+        holder.kill()
+    assert holder.wait() == -signal.SIGKILL
+    assert (tmp_path / "run.lock").read_text() == f"{holder.pid}\n"  # the file stays; the lock went with the process
+    train.main(flags(corpus_path, tmp_path))
 
 
 # ----------------------------------------------------------------------------------------------------

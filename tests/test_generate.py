@@ -3,6 +3,7 @@ text, top-k and top-p
 keep exactly the candidates their rules name, temperature 0 is argmax, a seed repeats a sample, the
 streamed text is the returned text, and every mistake on the command line is one clear error line."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from generate import (
 from machinery import device
 from machinery.checkpoint import make_checkpoint, save_checkpoint
 from machinery.compiling import compiled_graph
-from machinery.generation import StreamDecoder
+from machinery.generation import StreamDecoder, compile_for_generation
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -372,3 +373,19 @@ def test_in_bfloat16_cached_logits_agree_with_uncached_to_bfloat16_precision(pre
         scale = full_logits.abs().max().item()
         # A few roundings of bf16's 8-bit mantissa (2^-8 relative) through 2 layers, at the logits' scale.
         assert (cached_logits - full_logits).abs().max().item() <= 8 * 2**-8 * scale, f"step {t}"
+
+
+def test_compiling_says_so_before_the_wait_and_drops_torchs_no_cuda_runtime_line(capsys, caplog):
+    said_before = []
+
+    def warm_up() -> float:  # what compiling does on a CPU-only machine with a CUDA toolkit installed
+        said_before.append(capsys.readouterr().err)
+        logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found, using CUDA_HOME='%s'",
+                                                               "/usr/local/cuda")
+        logging.getLogger("torch.utils.cpp_extension").warning("another warning")
+        return 12.5
+
+    assert compile_for_generation(warm_up, asked=False)
+    assert said_before == ["compiling the decode step (once, some seconds)...\n"]
+    assert [record.getMessage() for record in caplog.records] == ["another warning"]
+    assert capsys.readouterr().err.endswith("another warning\n[compiled the decode step in 12.5 s]\n")

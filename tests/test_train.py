@@ -295,12 +295,21 @@ def write(path: Path, content: bytes) -> Path:
 BAD_INPUTS = {
     "missing file": (lambda tmp: dict(data=tmp / "no_such.txt", overwrite=True), "no text file at"),
     "empty file": (lambda tmp: dict(data=write(tmp / "empty.txt", b""), overwrite=True), "is empty"),
+    # Said to be too short, with the length it needs: not as characters missing from an empty vocabulary.
     "shorter than the context": (lambda tmp: dict(data=write(tmp / "short.txt", b"to be or not to be "),
-                                                  overwrite=True), "fewer than one context of 32 + 1"),
+                                                  overwrite=True), "has 19 characters, too short for this run: it "
+                                                                   "needs at least 321"),
+    "one character": (lambda tmp: dict(data=write(tmp / "one.txt", b"x"), overwrite=True),
+                      "has 1 character, too short for this run: it needs at least 321"),
+    "shorter than a BPE context": (lambda tmp: dict(data=write(tmp / "short.txt", b"to be or not to be " * 5),
+                                                    tokenizer="bpe", vocab_size=300, overwrite=True),
+                                   "training tokens, fewer than one context of 32 + 1"),
     "not UTF-8": (lambda tmp: dict(data=write(tmp / "latin1.txt", "café au lait ".encode("latin-1") * 20),
                                    overwrite=True), "is not UTF-8"),
     "unknown device": (lambda tmp: dict(device="tpu", overwrite=True), "unknown device 'tpu'"),
     "zero learning rate": (lambda tmp: dict(lr=0, overwrite=True), "--lr must be positive"),
+    "min-lr above lr": (lambda tmp: dict(lr=0.01, min_lr=1, overwrite=True),
+                        "--min-lr 1 is above the peak --lr 0.01, so the \"decay\" would climb"),
     "dropout above 1": (lambda tmp: dict(dropout=1.5, overwrite=True), "dropout must be in [0, 1)"),
     "zero batch size": (lambda tmp: dict(batch_size=0, overwrite=True), "--batch-size must be at least 1"),
     "resume with no checkpoint": (lambda tmp: dict(out_dir=tmp / "empty_run", resume=True), "found no checkpoint"),
@@ -475,7 +484,7 @@ def flag_help(text: str, flag: str) -> str:
 @pytest.mark.parametrize("recipe", ["cpu", "gpu"])
 def test_help_shows_the_default_every_flag_gets_here(recipe, capsys):
     text = help_text(capsys, "--device", "cpu", *(["--recipe", recipe] if recipe == "gpu" else []))
-    switches = {"--help", "--resume", "--overwrite"}  # off unless given
+    switches = {"--help", "--resume", "--overwrite", "--corpus-changed-ok"}  # off unless given
     for action in settings.build_parser()._actions:
         flag = action.option_strings[-1]  # --help, not -h
         if flag not in switches and not flag.startswith("--no-"):
@@ -506,7 +515,8 @@ def test_the_log_reads_right_from_the_first_step_to_the_last(corpus_path, tmp_pa
     written = ["best.pt", "last.pt", "metrics.jsonl"] + (["loss.png"] if (tmp_path / "loss.png").exists() else [])
     assert all(name in done for name in written) and f"in {tmp_path}/" in done
     # Files as readable as any the user makes (0666 less the umask 022), not private to the user (0600).
-    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {name: 0o644 for name in written}
+    files = [*written, "run.lock"]  # and the lock that kept the folder to this run (machinery/checkpoint.py)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {name: 0o644 for name in files}
 
 
 def test_resuming_a_finished_run_has_nothing_to_do(corpus_path, finished_run, capsys):
