@@ -1,7 +1,10 @@
-"""Nothing lost, nothing silent: a diverged run stops at the step it diverges and never saves NaN weights;
---resume continues the saved run with its own settings; a full disk keeps the previous checkpoint; an
-output folder that cannot be written is refused before any work; signals end a run with the shell's
-status. Every run is the tiny CPU float32 run of test_train.py.
+"""Nothing lost, nothing silent (the fault suite): a diverged run stops at the step it diverges and never
+saves NaN weights; --resume continues the saved run with its own settings, on its own corpus, and refuses
+a corpus that changed; one run at a time writes into a folder; a full disk or a save killed midway keeps
+the previous checkpoint; an output folder that cannot be written, a model too large, a text too short are
+refused before any work, leaving no folder; a damaged checkpoint is one line from every command that
+reads one; signals end a run with the shell's status. Every run is the tiny CPU float32 run of
+test_train.py.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from test_train import REPO, assert_same_losses, assert_same_weights, flags, one
 
 import export
 import generate
+import inspect_model
 import train
 from machinery import checkpoint, device, settings
 from machinery.checkpoint import load_checkpoint, load_model, make_checkpoint, save_checkpoint
@@ -433,3 +437,94 @@ def test_three_sigkills_at_random_steps_then_resume_give_the_uninterrupted_weigh
     assert train_process(killed, resume=True).wait(timeout=300) == 0
     assert_same_weights(killed / "last.pt", reference / "last.pt")
     assert_same_losses(read_metrics(killed), read_metrics(reference))  # and each evaluation logged once
+
+
+# ----------------------------------------------------------------------------------------------------
+# Damaged checkpoints: every command that reads one says so in one line and exits non-zero
+
+
+@pytest.fixture(scope="module")
+def saved_run(corpus_path, tmp_path_factory) -> Path:
+    out_dir = tmp_path_factory.mktemp("saved_run")
+    train.main(flags(corpus_path, out_dir, stop_after_iters=2))
+    return out_dir
+
+
+DAMAGES = {"truncated": lambda good: good[:len(good) // 2], "random bytes": lambda good: random.Random(0).randbytes(len(good))}
+
+
+def damaged_run(saved_run: Path, damage: str, tmp_path: Path) -> Path:
+    """A copy of the saved run whose last.pt and best.pt are damaged."""
+    out_dir = tmp_path / "damaged"
+    out_dir.mkdir()
+    for name in ("last.pt", "best.pt"):
+        (out_dir / name).write_bytes(DAMAGES[damage]((saved_run / name).read_bytes()))
+    return out_dir
+
+
+def exit_and_stderr(command, capsys) -> tuple[int, str]:
+    """Run a command's main in-process: its exit code (its return value or SystemExit's) and its stderr."""
+    try:
+        code = command()
+    except SystemExit as stop:
+        code = stop.code
+    if isinstance(code, str):  # SystemExit("error: ..."): Python prints it and exits with 1
+        return 1, code + "\n"
+    return code, capsys.readouterr().err
+
+
+COMMANDS = {
+    "train.py --resume": lambda out_dir: train.main(["--resume", "--out-dir", str(out_dir)]),
+    "generate.py": lambda out_dir: generate.main(["--out-dir", str(out_dir), "--max-new-tokens", "5"]),
+    "export.py": lambda out_dir: export.main(["--ckpt", str(out_dir / "best.pt"), "--out", str(out_dir / "hf")]),
+    "inspect_model.py": lambda out_dir: inspect_model.main(["--out-dir", str(out_dir), "--port", "0",
+                                                            "--device", "cpu"]),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_damaged_checkpoint_is_one_line_and_a_non_zero_exit_for_every_command(command, damage, saved_run,
+                                                                                tmp_path, capsys):
+    out_dir = damaged_run(saved_run, damage, tmp_path)
+    before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+    capsys.readouterr()
+    exit_code, stderr = exit_and_stderr(lambda: COMMANDS[command](out_dir), capsys)
+    assert exit_code not in (0, None) and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: ") and "is not a readable checkpoint" in stderr and "Traceback" not in stderr
+    assert {path.name: path.read_bytes() for path in out_dir.iterdir()} == before  # nothing written or removed
+
+
+SLOW_SAVE = """
+import sys, time
+from pathlib import Path
+import torch
+from machinery import checkpoint
+real_save = torch.save
+def slow_save(obj, file, *args, **kwargs):  # half of the file written, then a pause in which to be killed
+    real_save(obj, file, *args, **kwargs)
+    file.truncate(file.tell() // 2)
+    file.flush()
+    print("half written", flush=True)
+    time.sleep(600)
+checkpoint.torch.save = slow_save
+saved = checkpoint.load_checkpoint(sys.argv[1])
+saved["step"] += 1
+checkpoint.save_checkpoint(saved, Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_intact(saved_run, tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes((saved_run / "last.pt").read_bytes())
+    saver = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(path)], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert saver.stdout.readline() == "half written\n"
+    finally:
+        saver.kill()
+    assert saver.wait() == -signal.SIGKILL
+    assert path.read_bytes() == (saved_run / "last.pt").read_bytes()
+    assert load_checkpoint(path)["step"] == 2
+    assert len(list(tmp_path.glob(".last.pt.*.tmp"))) == 1  # the half-written file, for the next run to remove
