@@ -41,13 +41,13 @@ from machinery.generation import (
     DEFAULT_TEMPERATURE,
     DEMO_PROMPTS,
     EMPTY_PROMPT,
-    StreamDecoder,
     build_parser,
     check_command_line,
     check_prompt,
     compile_for_generation,
     compile_pays_off,
     read_prompt_file,
+    stream_text,
 )
 from machinery.guards import run_command
 from model import GPT, KVCache
@@ -247,21 +247,10 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str | None = None, max_new_
         with torch.inference_mode():
             steps = generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_kv_cache,
                                     generator, compile_step)
-            if stream is None:
-                # No per-token .item(): the device can run ahead, and the ids are copied back once.
+            if stream is None:  # no per-token .item(): the device runs ahead, the ids are copied back once
                 new_ids = torch.cat([token for token, _ in steps], dim=1)[0].tolist()
             else:
-                stream(tokenizer.decode(prompt_ids))
-                decoder = StreamDecoder(tokenizer)
-                new_ids = []
-                for token, _ in steps:
-                    new_ids.append(token.item())  # the one sync per token that printing needs
-                    piece = decoder.push(new_ids[-1])
-                    if piece:
-                        stream(piece)
-                rest = decoder.flush()
-                if rest:
-                    stream(rest)
+                new_ids = stream_text(steps, tokenizer, prompt_ids, stream)
     finally:
         model.train(was_training)
     return tokenizer.decode(prompt_ids + new_ids)

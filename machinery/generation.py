@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from machinery.compiling import without_cuda_runtime_notice
 from machinery.device import DEVICES, DTYPES
 from machinery.guards import ArgumentParser
 from tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MAX_NEW_TOKENS = 500
 DEFAULT_TEMPERATURE = 0.8
@@ -166,3 +170,21 @@ class StreamDecoder:
         text = self.tokenizer.decode(self.pending)
         self.pending = []
         return text
+
+
+def stream_text(steps: Iterable[tuple[torch.Tensor, torch.Tensor]], tokenizer: Tokenizer, prompt_ids: list[int],
+                stream: Callable[[str], object]) -> list[int]:
+    """Hand stream the prompt's text, then each piece of text as soon as it is complete, as generate_tokens
+    yields the tokens (steps); return the new token ids."""
+    stream(tokenizer.decode(prompt_ids))
+    decoder = StreamDecoder(tokenizer)
+    new_ids = []
+    for token, _ in steps:
+        new_ids.append(token.item())  # the one sync per token that printing needs
+        piece = decoder.push(new_ids[-1])
+        if piece:
+            stream(piece)
+    rest = decoder.flush()
+    if rest:
+        stream(rest)
+    return new_ids
