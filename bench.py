@@ -7,10 +7,10 @@ committed file the docs are built from, so any number quoted in the docs can be 
 measure the project's own code: train.py's train_step with a recipe's settings, and generate.py's
 generate_tokens.
 
-    python bench.py train      # training tokens/s of the 10M presets, against the machine's matmul ceiling (and MFU)
-    python bench.py generate   # tokens/s without the KV cache, with it and compiled, against the weight-read limit
-    python bench.py generate --preset modern --new-tokens 200 --repeats 5 --device cpu --threads 1
-    python bench.py profile --optimizer adamw         # where a vanilla training step's time goes
+    uv run bench.py train      # training tokens/s of the 10M presets, against the machine's matmul ceiling (and MFU)
+    uv run bench.py generate   # tokens/s without the KV cache, with it and compiled, against the weight-read limit
+    uv run bench.py generate --preset modern --new-tokens 200 --repeats 5 --device cpu --threads 1
+    uv run bench.py profile --optimizer adamw         # where a vanilla training step's time goes
 
 Each benchmark is one function bench_NAME(args) -> results dict (with a "table"), and one subparser in
 build_parser() that takes the common flags and names the function.
@@ -317,7 +317,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: one subcommand per benchmark; `python bench.py NAME --help` lists its flags."""
+    """The command line: one subcommand per benchmark; `uv run bench.py NAME --help` lists its flags."""
     common = argparse.ArgumentParser(add_help=False)  # flags every benchmark takes
     common.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to run (default: auto, the best found)")
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="results file to write (default: out/bench/bench_NAME.json, ignored by git)")
     where.add_argument("--update-results", action="store_true",
                        help="write experiments/results/bench_NAME.json, the committed results the docs are built "
-                            "from (then run python -m experiments.report)")
+                            "from (then run `uv run python -m experiments.report`)")
     parser = argparse.ArgumentParser(description="Measure tinygpt's speed; print a markdown table and save JSON.")
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
 

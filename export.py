@@ -1,7 +1,7 @@
 """
 Export a tinygpt checkpoint as a Hugging Face model folder, so other tools can run it.
 
-    python export.py --ckpt out/best.pt --out hf-model
+    uv run export.py --ckpt out/best.pt --out hf-model
 
 The folder holds config.json and model.safetensors (float32), which
 transformers.AutoModelForCausalLM.from_pretrained("hf-model") loads, tinygpt_tokenizer.json when

@@ -2,11 +2,11 @@
 Two training choices made for speed on a CPU, each measured for what it does to the val loss: over seeds,
 as a paired difference with its 95% interval (experiments/stats.py).
 
-    python -m experiments.choices optimizer      # AdamW -> Muon on the default CPU run, at equal time
-    python -m experiments.choices attn-dropout   # attention weights dropped or not, where dropout matters
-    python -m experiments.choices all
+    uv run python -m experiments.choices optimizer      # AdamW -> Muon on the default CPU run, at equal time
+    uv run python -m experiments.choices attn-dropout   # attention weights dropped or not, where dropout matters
+    uv run python -m experiments.choices all
 
-optimizer: `python train.py` as a learner runs it (the cpu recipe: the small preset, 600 steps of 16 x 256
+optimizer: `uv run train.py` as a learner runs it (the cpu recipe: the small preset, 600 steps of 16 x 256
 tokens), with AdamW at its best learning rate (4e-3: 6e-3 did worse) against Muon at the recipe's (1e-2,
 which AdamW cannot take). Equal time: Muon's step costs more (the orthogonalisation), so AdamW gets as many
 steps as it takes in the time Muon takes for 600, from a timing of both optimizers' train_step here first.
@@ -29,7 +29,7 @@ import shlex
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python experiments/choices.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/choices.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402

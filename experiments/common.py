@@ -2,7 +2,7 @@
 What every experiment shares: the recipe it trains with, running train.py and reading back what it
 wrote, statistics over seeds, and the provenance stamped on every results file.
 
-Each training run is `python train.py ...` in its own process, so runs cannot leak state into each
+Each training run is `uv run train.py ...` in its own process, so runs cannot leak state into each
 other and the exact command that made a result is recorded beside it and can be run again by hand.
 """
 
@@ -102,7 +102,7 @@ def seeds(args: argparse.Namespace) -> list[int]:
 
 
 def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int | None = None) -> dict:
-    """Train one model with `python train.py FLAGS` into out_dir and return its record (see read_run).
+    """Train one model with `uv run train.py FLAGS` into out_dir and return its record (see read_run).
 
     A finished run already in out_dir that was made by exactly the same command is read back instead
     of trained again (unless rerun), so experiments that share a baseline train it once. threads, if

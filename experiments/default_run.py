@@ -1,7 +1,7 @@
 """
-The run a newcomer gets: `python train.py` with no flags, on this machine's device.
+The run a newcomer gets: `uv run train.py` with no flags, on this machine's device.
 
-    python -m experiments.default_run
+    uv run python -m experiments.default_run
 
 train.py picks the preset and recipe for the device (the `small` model on a CPU, the 10M `modern` one
 on a GPU). This records what that run reaches and how long it takes, from the whole process (start-up,
@@ -9,7 +9,7 @@ data, training, evaluations, checkpoints) and from train.py's own clock, so docs
 README can say what to expect per device from measured runs only. Writes
 experiments/results/default_<device>.json (or --name), then regenerates docs/results.md.
 
-    python -m experiments.default_run --name default_cpu_float32 --train-args="--dtype float32"
+    uv run python -m experiments.default_run --name default_cpu_float32 --train-args="--dtype float32"
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python experiments/default_run.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/default_run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, report  # noqa: E402
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     run = common.train_run([*common.base_flags(args), *shlex.split(args.train_args)], out_dir, args.rerun)
     settings = load_checkpoint(out_dir / "last.pt")["args"]
     result = {"name": name, "kind": "default_run", "preset": settings["preset"],
-              "title": f"python train.py with its defaults{', and ' + args.train_args if args.train_args else ''}, "
+              "title": f"uv run train.py with its defaults{', and ' + args.train_args if args.train_args else ''}, "
                        f"on {device_type}", "device_type": device_type,
               "precision": str(pick_dtype(pick_device(args.device), settings["dtype"])).removeprefix("torch."),
               "load_average_at_start": load_average,

@@ -1,7 +1,7 @@
 """
 What the first `uv run` downloads on this machine, read from uv.lock (no network needed).
 
-    python -m experiments.download_size
+    uv run python -m experiments.download_size
 
 uv.lock pins every package for every platform and records the size of each wheel. This walks the
 dependencies from the project (with and without the dev group) for this machine's Python, OS and
@@ -25,7 +25,7 @@ from packaging.markers import Marker, default_environment
 from packaging.tags import sys_tags
 from packaging.utils import parse_wheel_filename
 
-if __package__ in (None, ""):  # run as `python experiments/download_size.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/download_size.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, report  # noqa: E402
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
               "provenance": {"uv_lock_sha256": hashlib.sha256(lock_text.encode("utf-8")).hexdigest(),
                              "git_commit": commit, "git_dirty": dirty,
                              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                             "command": "python -m experiments.download_size " + " ".join(argv)}}
+                             "command": " ".join(["python", "-m", "experiments.download_size", *argv])}}  # as run
     common.write_result(result, args.results_dir)
     report.build_report(args.results_dir, args.docs_dir)
 

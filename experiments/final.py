@@ -2,8 +2,8 @@
 The final comparison: the vanilla and modern presets at full size (about 10.7M parameters, context 256),
 trained the same way on the device that runs this, side by side: best val loss, time and parameters.
 
-    python -m experiments.final              # on a GPU: the gpu recipe, 5000 steps of 64 × 256 tokens
-    python -m experiments.final --device cpu  # on a CPU: the shorter full-size-cpu recipe
+    uv run python -m experiments.final              # on a GPU: the gpu recipe, 5000 steps of 64 × 256 tokens
+    uv run python -m experiments.final --device cpu  # on a CPU: the shorter full-size-cpu recipe
 
 The swap experiments (experiments/swaps.py) measure each change alone on a small model; this one answers
 the question a reader asks last: at the size this project is about, how much better is the modern model,
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python experiments/final.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/final.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, report  # noqa: E402

@@ -1,13 +1,13 @@
 """
 The ladder: a GPT built up one part at a time, with what each part buys measured.
 
-    python -m experiments.ladder             # every rung on the CPU (see LADDER_SIZES for the time)
-    python -m experiments.ladder --full      # the same rungs at the 10M size with train.py's GPU recipe
+    uv run python -m experiments.ladder             # every rung on the CPU (see LADDER_SIZES for the time)
+    uv run python -m experiments.ladder --full      # the same rungs at the 10M size with train.py's GPU recipe
 
 First the floor that any network must beat, counted from the training text with no training at all:
 the cross-entropy of the val split under a uniform guess (ln 65), character frequencies (unigram) and
 the frequency of each character after each character (bigram). Then the trained rungs, each one
-`python train.py` run per seed with the parts of model.py switched on one at a time: the bigram
+`uv run train.py` run per seed with the parts of model.py switched on one at a time: the bigram
 network (embedding straight into the head), one attention head, several heads, the feed-forward
 network, residual connections, pre-norm, stacked blocks (the vanilla GPT), the same stack without
 residual connections, and each modern swap (RMSNorm, SwiGLU, RoPE) and all of them together. Last,
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python experiments/ladder.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/ladder.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402

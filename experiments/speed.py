@@ -1,10 +1,10 @@
 """
 How fast does one GPU train the modern 10M model to a validation loss of 1.47?
 
-    python -m experiments.speed                              # on a GPU: train.py's GPU recipe
-    python -m experiments.speed --target-loss 1.50 --max-iters 3000
+    uv run python -m experiments.speed                              # on a GPU: train.py's GPU recipe
+    uv run python -m experiments.speed --target-loss 1.50 --max-iters 3000
 
-The run is plain `python train.py --preset modern` (with train.py's defaults for the device: on a GPU,
+The run is plain `uv run train.py --preset modern` (with train.py's defaults for the device: on a GPU,
 bfloat16 and torch.compile). Everything is read from its metrics.jsonl:
 
 - time to target: elapsed_s at the first evaluation whose val loss is at or below the target. The clock
@@ -26,7 +26,7 @@ import sys
 from itertools import pairwise
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python experiments/speed.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/speed.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, report  # noqa: E402

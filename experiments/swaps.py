@@ -3,14 +3,14 @@ Swap one part of the GPT at a time and measure what it is worth, then all of the
 cache. Every run trains until its val loss stops improving, and each effect is a paired difference over
 seeds with a 95% interval.
 
-    python -m experiments.swaps norm           # LayerNorm -> RMSNorm
-    python -m experiments.swaps mlp            # ReLU FFN -> SwiGLU, at a matched parameter count
-    python -m experiments.swaps pos            # learned absolute positions -> RoPE
-    python -m experiments.swaps modern         # the vanilla preset against the modern one
-    python -m experiments.swaps pos-scale      # learned -> RoPE at three model sizes (CPU only)
-    python -m experiments.swaps kvcache        # generation speed with and without the KV cache
-    python -m experiments.swaps all            # all of the above
-    python -m experiments.swaps all --full     # the same with the 10M presets and the GPU recipe
+    uv run python -m experiments.swaps norm           # LayerNorm -> RMSNorm
+    uv run python -m experiments.swaps mlp            # ReLU FFN -> SwiGLU, at a matched parameter count
+    uv run python -m experiments.swaps pos            # learned absolute positions -> RoPE
+    uv run python -m experiments.swaps modern         # the vanilla preset against the modern one
+    uv run python -m experiments.swaps pos-scale      # learned -> RoPE at three model sizes (CPU only)
+    uv run python -m experiments.swaps kvcache        # generation speed with and without the KV cache
+    uv run python -m experiments.swaps all            # all of the above
+    uv run python -m experiments.swaps all --full     # the same with the 10M presets and the GPU recipe
 
 Each of norm, mlp and pos changes exactly one field of the vanilla config (checked on the trained
 checkpoints); data, steps, schedule, dropout and seeds stay the same. Every variant is trained by
@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python experiments/swaps.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/swaps.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402

@@ -2,9 +2,9 @@
 Which tokenizer gives the best model? The same model and schedule trained on characters, on byte-level
 BPE of a few vocabulary sizes, and on GPT-2's BPE.
 
-    python -m experiments.tokenizers                          # CPU-sized model, one seed
-    python -m experiments.tokenizers --vocab-sizes 512 4096   # other BPE sizes
-    python -m experiments.tokenizers --full --seeds 3         # the 10M modern preset, GPU recipe
+    uv run python -m experiments.tokenizers                          # CPU-sized model, one seed
+    uv run python -m experiments.tokenizers --vocab-sizes 512 4096   # other BPE sizes
+    uv run python -m experiments.tokenizers --full --seeds 3         # the 10M modern preset, GPU recipe
 
 Loss per token does not compare across tokenizers (a BPE token holds several characters); validation
 bits per character (val_bpc in metrics.jsonl) does, so that is the headline number. Also reported: val
@@ -27,7 +27,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python experiments/tokenizers.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run experiments/tokenizers.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data  # noqa: E402

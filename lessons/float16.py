@@ -2,8 +2,8 @@
 Lesson: float16 without loss scaling. Gradients underflow to zero; scale them too far and they overflow to
 infinity. bfloat16, or a gradient scaler, fixes it. Shown numerically on the CPU.
 
-    python -m lessons.float16                    # a freshly initialised model of the "small" preset
-    python -m lessons.float16 --ckpt out/best.pt # a trained one: sharper predictions, smaller gradients
+    uv run python -m lessons.float16                    # a freshly initialised model of the "small" preset
+    uv run python -m lessons.float16 --ckpt out/best.pt # a trained one: sharper predictions, smaller gradients
 
 One backward pass on a batch of real text, the same weights every time: in float32 (the reference), under
 float16 autocast with the loss multiplied by 2^k for several k (and the gradients divided by 2^k after, as
@@ -27,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python lessons/float16.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run lessons/float16.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402

@@ -3,8 +3,8 @@ Lesson: a lost run. The process is killed with SIGKILL (kill -9: no chance to sa
 of training; `train.py --resume` continues from the last checkpoint, and the loss curve goes on as if
 nothing had happened.
 
-    python -m lessons.lost_run                   # a small model, 400 steps, killed after step 200's evaluation
-    python -m lessons.lost_run --kill-after 300
+    uv run python -m lessons.lost_run                   # a small model, 400 steps, killed after step 200's evaluation
+    uv run python -m lessons.lost_run --kill-after 300
 
 Three runs of the same command: one left alone (the reference), one killed a moment after the evaluation
 at --kill-after, and then that one resumed with --resume. train.py writes a checkpoint atomically at every
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python lessons/lost_run.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run lessons/lost_run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402

@@ -2,8 +2,8 @@
 Lesson: a model too large for its data. The train loss keeps falling, the val loss turns up; early stopping
 keeps the best checkpoint.
 
-    python -m lessons.overfitting                 # the 10M vanilla preset on the first 20,000 characters
-    python -m lessons.overfitting --chars 50000   # more data: the turn comes later and lower
+    uv run python -m lessons.overfitting                 # the 10M vanilla preset on the first 20,000 characters
+    uv run python -m lessons.overfitting --chars 50000   # more data: the turn comes later and lower
 
 Tiny Shakespeare's first CHARS characters are written to a file and train.py trains on it (its own 90/10
 split: the last tenth validates) with no dropout and --patience, so the run stops a few evaluations after
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python lessons/overfitting.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run lessons/overfitting.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data  # noqa: E402

@@ -1,8 +1,8 @@
 """
 Lesson: RoPE positions wrong inside the KV cache. Training looks fine; cached generation is garbage.
 
-    python -m lessons.rope_cache_offset                     # on out/best.pt (python train.py trains a RoPE model)
-    python -m lessons.rope_cache_offset --ckpt PATH         # any checkpoint with pos="rope"
+    uv run python -m lessons.rope_cache_offset              # on out/best.pt (uv run train.py trains a RoPE model)
+    uv run python -m lessons.rope_cache_offset --ckpt PATH  # any checkpoint with pos="rope"
 
 The bug lives here, never in model.py: ForgetsTheOffset is model.py's GPT with the mistake that is easy to
 make when a KV cache meets RoPE. The new tokens are rotated as if the sequence began where they begin, so
@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python lessons/rope_cache_offset.py`: make the repository importable
+if __package__ in (None, ""):  # run as `uv run lessons/rope_cache_offset.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {error}") from None
     if model.config.pos != "rope":
         raise SystemExit(f"error: {args.ckpt} uses pos={model.config.pos!r}; this lesson breaks RoPE, so it needs a "
-                         "checkpoint trained with --pos rope (python train.py's CPU default is one)")
+                         "checkpoint trained with --pos rope (uv run train.py's CPU default is one)")
     _, val_text = data.split_text(data.read_text(data.find_corpus(args.data)))
     window = tokenizer.encode(val_text[:model.config.block_size + 1], drop_unknown=True)
     measured = compare(model, torch.tensor([window]))

@@ -3,7 +3,7 @@ Data parallel training's bookkeeping, so train.py's loop reads the same with one
 joining the process group torchrun sets up, sharing numbers between processes, agreeing to stop on
 Ctrl-C or SIGTERM, and leaving the group cleanly.
 
-Launched by plain `python train.py` there is one process (rank 0 of a world of 1) and every function
+Launched by plain `uv run train.py` there is one process (rank 0 of a world of 1) and every function
 here is a no-op or returns its input. Under `torchrun --nproc_per_node=N train.py` each process takes
 its own slice of every batch and DistributedDataParallel averages the gradients.
 """

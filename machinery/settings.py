@@ -3,9 +3,9 @@ Every training setting, written once: train.py's command line (each flag, its de
 and the named recipes that fill the flags a command line leaves unset. train.py, bench.py and the
 experiments read them from here, by name.
 
-    python train.py                        # the recipe for this device: "gpu" (CUDA, MPS) or "cpu"
-    python train.py --recipe swaps-cpu     # another by name; any flag still overrides its values
-    python train.py --help                 # every flag
+    uv run train.py                        # the recipe for this device: "gpu" (CUDA, MPS) or "cpu"
+    uv run train.py --recipe swaps-cpu     # another by name; any flag still overrides its values
+    uv run train.py --help                 # every flag
 
 A recipe holds the settings chosen together: the model preset, model fields where they differ from the
 preset's (sizes, dropout), the batch, the schedule and the evaluation. Settings that are the same for

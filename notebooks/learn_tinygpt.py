@@ -63,7 +63,7 @@ print(f"working in {root}")
 # %% [markdown]
 # ## 2. Train
 #
-# `train.main` takes the same flags as `python train.py` (see `python train.py --help`). With no flags it
+# `train.main` takes the same flags as `uv run train.py` (see `uv run train.py --help`). With no flags it
 # picks the device (CUDA, then Apple's MPS, then the CPU) and the recipe for it: on a GPU the 10M-parameter
 # `modern` preset, on a CPU the `small` preset, sized for a few minutes. `TOY`, set by the tests that run this
 # notebook, shrinks everything to seconds.

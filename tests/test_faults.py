@@ -450,7 +450,8 @@ def saved_run(corpus_path, tmp_path_factory) -> Path:
     return out_dir
 
 
-DAMAGES = {"truncated": lambda good: good[:len(good) // 2], "random bytes": lambda good: random.Random(0).randbytes(len(good))}
+DAMAGES = {"truncated": lambda good: good[:len(good) // 2],
+           "random bytes": lambda good: random.Random(0).randbytes(len(good))}
 
 
 def damaged_run(saved_run: Path, damage: str, tmp_path: Path) -> Path:

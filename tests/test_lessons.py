@@ -92,5 +92,5 @@ def test_one_thing_at_a_time_sets_each_swap_beside_the_bundle(tmp_path, capsys):
     assert rows["the three single changes, added up"].endswith(f"| {0.01 - 0.1 - 0.05:+.4f} |")
     assert "Alone, swiglu changed the val loss most" in lines[-1]
     assert report.one_thing_lines(ladder_result({"stacked": 2.0})) == ["Not measured yet: run the whole ladder."]
-    with pytest.raises(SystemExit, match="run python -m experiments.ladder first"):
+    with pytest.raises(SystemExit, match="first run: uv run python -m experiments.ladder"):
         one_thing_at_a_time.main(["--results", str(tmp_path / "missing.json")])

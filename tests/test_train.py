@@ -257,7 +257,7 @@ def test_sigterm_and_sigint_save_last_checkpoint_and_exit_with_the_signal_status
         assert process.returncode == 128 + signum, f"{signum.name}: {stderr}"  # 130 for SIGINT, 143 for SIGTERM
         assert "Traceback" not in stderr
         stopped = re.search(rf"stopped at step (\d+) \({signum.name}\); .*last\.pt saved: "
-                            r"python train.py --resume --out-dir \S+ continues the run", stdout)
+                            r"uv run train.py --resume --out-dir \S+ continues the run", stdout)
         assert stopped, f"{signum.name}: {stdout}"
         step = int(stopped.group(1))
         assert load_checkpoint(out_dir / "last.pt")["step"] == step
@@ -321,7 +321,7 @@ BAD_INPUTS = {
 
 
 def refusal(argv: list[str], capsys) -> tuple[int, str]:
-    """The exit code and stderr that `python train.py ARGV` gives, from an in-process call.
+    """The exit code and stderr that `uv run train.py ARGV` gives, from an in-process call.
 
     Python ends a script that raises SystemExit("error: ...") by printing that message (no traceback) to
     stderr with exit code 1; argparse errors print their own line and exit with 2. Any other exception
