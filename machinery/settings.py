@@ -137,8 +137,10 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     shows the value each of them gets from the recipe (by default the one for device_type)."""
     parser = ArgumentParser(description="Train a tinygpt model.", formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--recipe", choices=list(RECIPES),
-                        help="named settings (RECIPES in settings.py) for every flag below left unset\n"
-                             "(default: gpu on CUDA and MPS, cpu on a CPU)")
+                        help="named settings for every flag below left unset (RECIPES in\n"
+                             "machinery/settings.py): gpu, the 10M model to its best val loss; cpu, the\n"
+                             "small model in minutes; swaps-cpu, converge-cpu, full-size-cpu, the\n"
+                             "experiments' CPU runs (default: gpu on CUDA and MPS, cpu on a CPU)")
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, downloaded\n"
                                       f"to data/ if not found; ${DATA_ENV_VAR} also sets the path)")
@@ -149,9 +151,10 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     add_model_flags(parser)
     group = parser.add_argument_group("optimisation")
     group.add_argument("--optimizer", choices=OPTIMIZERS,
-                       help="adamw: AdamW for every parameter; muon: Muon (optim.py) for the blocks'\n"
-                            "matrices, AdamW for the embeddings and vectors, with the same --lr and\n"
-                            "--weight-decay")
+                       help="adamw: AdamW for every parameter; muon: Muon (machinery/optim.py: momentum\n"
+                            "whose update matrix is orthogonalised, every direction the same step) for\n"
+                            "the blocks' matrices, AdamW for the embeddings and vectors, with the same\n"
+                            "--lr and --weight-decay")
     group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
     group.add_argument("--grad-accum", type=int, default=1,
                        help="micro-batches per optimizer step (default: %(default)s)")
@@ -170,7 +173,8 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     group.add_argument("--eval-interval", type=int, help="evaluate and checkpoint every this many steps")
     group.add_argument("--eval-windows", type=int,
                        help="validate on this many fixed, evenly spaced windows of the val split\n"
-                            "(the same ones every time); 0: the whole val split")
+                            "(the same ones every time, so evaluations compare; the log's \"val on N\n"
+                            "fixed windows\"); 0: the whole val split")
     group.add_argument("--patience", type=int, default=0,
                        help="stop when val loss has not improved for this many evaluations; 0: off\n"
                             "(default: %(default)s)")
@@ -236,14 +240,15 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
                        help="the output head reuses the token embedding matrix")
     group.add_argument("--n-layer", type=int, help="transformer blocks; 0: embedding straight into the head")
-    group.add_argument("--n-head", type=int)
-    group.add_argument("--n-embd", type=int)
+    group.add_argument("--n-head", type=int, help="attention heads per block; must divide --n-embd")
+    group.add_argument("--n-embd", type=int, help="width: the size of each token's vector (the residual stream)")
     group.add_argument("--block-size", type=int, help="context length in tokens")
     group.add_argument("--dropout", type=finite_float, help="on the embeddings and every residual branch")
     group.add_argument("--attn-dropout", type=finite_float,
                        help="on the attention weights (unset: the same as --dropout); 0 trains faster on\n"
                             "a CPU, at a cost measured in docs/results.md (attn_dropout)")
-    group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                       help="biases in the linear layers and norms (GPT-2 has them; --no-bias: none)")
     group.add_argument("--attention", choices=ATTENTIONS, help="fused kernel or the written-out math")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
