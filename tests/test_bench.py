@@ -4,6 +4,8 @@ from (that is what --update-results is for)."""
 import json
 import subprocess
 
+import pytest
+
 import bench
 from machinery import results
 
@@ -11,6 +13,7 @@ TINY_GENERATE = ["generate", "--preset", "small", "--new-tokens", "2", "--warmup
                  "--device", "cpu", "--dtype", "float32"]
 
 
+@pytest.mark.slow  # bench generate compiles the decode step cold, twice: most of a minute
 def test_a_benchmark_writes_to_an_ignored_folder_unless_asked_to_update_the_results(tmp_path, monkeypatch):
     assert bench.SCRATCH_DIR == results.ROOT / "out" / "bench"  # out*/ is in .gitignore
     monkeypatch.setattr(bench, "SCRATCH_DIR", tmp_path / "out" / "bench")

@@ -76,6 +76,7 @@ def toy_ladder(tmp_path_factory, corpus_path):
     return root, json.loads((root / "results" / "ladder_partial.json").read_text())
 
 
+@pytest.mark.slow  # toy_ladder trains its rungs as train.py processes
 def test_ladder_records_exactly_what_train_py_wrote(toy_ladder):
     _, result = toy_ladder
     assert [rung["name"] for rung in result["rungs"]] == ["bigram", "one-head"]  # one-head brings its parent
@@ -97,6 +98,7 @@ def test_ladder_records_exactly_what_train_py_wrote(toy_ladder):
     assert result["bigram_check"]["network"] == bigram["summary"]["best_val_loss"]["mean"]
 
 
+@pytest.mark.slow  # toy_ladder trains its rungs as train.py processes
 def test_ladder_generation_rungs(toy_ladder):
     _, result = toy_ladder
     assert result["kvcache"]["identical"] and result["kvcache"]["new_tokens"] == 32  # twice the context
@@ -106,6 +108,7 @@ def test_ladder_generation_rungs(toy_ladder):
     assert all(s["text"].startswith(ladder.SAMPLING_PROMPT) for s in samples)
 
 
+@pytest.mark.slow  # toy_ladder trains its rungs as train.py processes
 def test_ladder_fills_the_table_and_the_chapters(toy_ladder):
     root, result = toy_ladder
     assert not (root / "results" / "ladder.json").exists()  # a partial ladder never replaces the whole one

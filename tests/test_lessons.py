@@ -28,6 +28,7 @@ def test_rope_offset_bug_fails_the_cache_check_and_model_py_passes():
     assert measured["cache_difference_broken"] > 100 * rope_cache_offset.TOLERANCE
 
 
+@pytest.mark.slow  # the lesson trains as train.py processes
 def test_overfitting_lesson_shows_val_turning_up_and_keeps_the_best(tmp_path, corpus_path):
     toy = ("--n-layer 2 --n-head 4 --n-embd 128 --block-size 32 --batch-size 32 --eval-interval 10 --lr 3e-3 "
            "--warmup-iters 5 --dtype float32")  # 0.4M parameters for 2,700 characters: memorised within 100 steps
@@ -57,6 +58,7 @@ def test_float16_lesson_shows_underflow_overflow_and_the_fixes():
     assert rows["float32", 0]["below_float16_subnormal"] == pytest.approx(unscaled["logit_gradients_zeroed"], abs=0.01)
 
 
+@pytest.mark.slow  # the lesson kills a train.py process and resumes it
 def test_lost_run_resumes_to_the_same_curve(tmp_path, corpus_path):
     toy = "--max-iters 40 --eval-interval 10 --n-embd 32 --n-head 2 --block-size 32 --batch-size 8 --eval-windows 8"
     result = lost_run.main(["--kill-after", "20", "--delay", "0", "--train-args", toy, "--data", str(corpus_path),

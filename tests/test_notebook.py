@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,7 @@ def test_ipynb_is_the_py_script_and_has_no_outputs():
     assert all(not cell.get("outputs") for cell in committed.cells)
 
 
+@pytest.mark.slow  # a kernel process, which trains and runs the ladder's train.py processes
 def test_notebook_runs_headless_at_toy_size(tmp_path, corpus_path, monkeypatch):
     monkeypatch.setenv("TINYGPT_NOTEBOOK_TOY", "1")
     monkeypatch.setenv("TINYGPT_NOTEBOOK_OUT", str(tmp_path))
