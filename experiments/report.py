@@ -622,6 +622,19 @@ def one_thing_lines(result: dict) -> list[str]:
             "single changes: from the bundle alone there is no telling which part did what."]
 
 
+def workshop_band_section(result: dict, docs_dir: Path) -> list[str]:
+    """The best val losses the project's own parts reach on the workshop capstone's recipe (workshop.py band),
+    and the band a learner's GPT is judged against (docs/workshop.md)."""
+    header = ["seed", "best val loss", "steps", "train seconds"]
+    rows = [[str(run["seed"]), f"{run['best_val_loss']:.4f}", str(run["steps"]), f"{run['train_seconds']:.0f}"]
+            for run in result["runs"]]
+    text = (f"`uv run workshop.py capstone` trains a GPT of the learner's parts with `train.py "
+            f"{' '.join(result['train_flags'])}`; the project's own parts reach {result['mean']:.4f} (standard "
+            f"deviation {result['std']:.4f}), so the band is {result['mean']:.4f} ± {result['half_width']:.4f}.")
+    return [f"## {result['name']}: {result['title']}", "", text, "", *markdown_table(header, rows), "",
+            provenance_text(result, runs=False)]
+
+
 def lesson_lines(result: dict) -> list[str]:
     """A lesson's results file (lessons/): what the lesson wrote for its chapter (docs/learn/12-what-goes-wrong.md,
     the only page that shows it), and where it was measured."""
@@ -631,7 +644,7 @@ def lesson_lines(result: dict) -> list[str]:
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
             "download_size": download_size_section, "ladder": ladder_section, "scale": scale_section,
-            "choice": choice_section}
+            "choice": choice_section, "workshop_band": workshop_band_section}
 
 
 def load_results(results_dir: Path) -> list[dict]:

@@ -101,5 +101,5 @@ def test_the_docs_band_is_the_one_the_results_file_holds():
         return
     results = json.loads(capstone.BAND_FILE.read_text())
     assert block == capstone.band_section(results)
-    assert results["device"] in block and results["seeds"] == list(capstone.BAND_SEEDS)
+    assert results["provenance"]["device"] in block and results["seeds"] == list(capstone.BAND_SEEDS)
     assert results["best_val_losses"] == [run["best_val_loss"] for run in results["runs"]]

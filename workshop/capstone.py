@@ -168,7 +168,8 @@ def band_section(results: dict) -> str:
     """docs/workshop.md's band block, written from workshop_band.json's contents."""
     band = Band.of(results["best_val_losses"])
     runs = ", ".join(f"{run['best_val_loss']:.4f} (seed {run['seed']})" for run in results["runs"])
-    return (f"Measured on {results['device']}, commit {results['git_commit'][:7]}, by `{results['command']}`: "
+    where = results["provenance"]
+    return (f"Measured on {where['device']}, commit {where['git_commit'][:7]}, by `{where['command']}`: "
             f"best val losses {runs}; the band is {band.mean:.4f} ± {band.half_width:.4f} "
             f"(standard deviation {band.std:.4f}).\n")
 
@@ -268,7 +269,9 @@ def band_main(argv: list[str], folder: Path | None = None, catalogue: str | None
     band = Band.of(losses)
     from machinery.device import pick_device
 
-    results = {**provenance(pick_device("auto"), ["uv", "run", "workshop.py", "band"]),
+    results = {"name": "workshop_band", "kind": "workshop_band",
+               "title": "the band the project's own parts reach on the capstone's recipe",
+               "provenance": provenance(pick_device("auto"), ["uv", "run", "workshop.py", "band"]),
                "train_flags": list(RECIPE_FLAGS), "seeds": list(BAND_SEEDS), "runs": runs,
                "best_val_losses": losses, "mean": band.mean, "std": band.std, "half_width": band.half_width}
     write_results(results, BAND_FILE)
