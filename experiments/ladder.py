@@ -92,6 +92,9 @@ CPU_SCHEDULE = dict(batch_size=32, max_iters=2000, eval_interval=200, eval_windo
 PLATEAU_GAIN = 0.02  # nats: a rung whose mean val loss falls less than this over its last quarter has flattened
 BIGRAM_TOLERANCE = 0.01  # nats: how close the bigram network's val loss must come to the counted bigram's
 SAMPLE_TOKENS = 200  # characters of text sampled from each rung, after a newline, at temperature 1
+# Where a ladder run writes its results and its copy of the results page, unless --update-results: a learner's
+# run never rewrites the committed files.
+OWN_RESULTS_DIR = common.ROOT / "out" / "ladder"
 SAMPLING_PROMPT = "ROMEO:\n"
 SAMPLING_SETTINGS = (  # the generation rung's settings, each on the same prompt with the same seed
     dict(temperature=0.0), dict(temperature=0.5), dict(temperature=1.0), dict(temperature=1.5),
@@ -112,8 +115,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              f"{', '.join(RUNG_NAMES)})")
     parser.add_argument("--workers", type=int,
                         help="runs trained at once (default: 2 on a CPU, one thread each; 1 on a GPU)")
+    parser.add_argument("--count-only", action="store_true",
+                        help="print the counted models' val loss (chapter 1) and stop: nothing trained or written")
     common.add_run_args(parser)
+    parser.add_argument("--update-results", action="store_true",
+                        help="write the committed results (experiments/results, docs) instead of out/ladder/")
+    parser.set_defaults(results_dir=None, docs_dir=None)  # out/ladder/ unless --update-results or given
     args = parser.parse_args(argv)
+    if args.results_dir is None:
+        args.results_dir = common.RESULTS_DIR if args.update_results else OWN_RESULTS_DIR
+    if args.docs_dir is None:
+        args.docs_dir = common.DOCS_DIR if args.update_results else OWN_RESULTS_DIR / "docs"
     common.check_seeds(parser, args)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
@@ -305,7 +317,10 @@ def main(argv: list[str] | None = None) -> None:
     print("counting the baselines from the training text", flush=True)
     counted = counted_results(args.data)
     for entry in counted:
-        print(f"  {entry['name']:8s} val loss {entry['val_loss']:.4f} ({entry['val_bpc']:.3f} bpc)", flush=True)
+        print(f"  {entry['name']:8s} val loss {entry['val_loss']:.4f} ({entry['val_bpc']:.3f} bits per char)",
+              flush=True)
+    if args.count_only:
+        return
     runs = train_rungs(rungs, args)
     train_cpu_seconds = None if children_before is None else common.children_cpu_seconds() - children_before
     results = [rung_result(rung, runs) for rung in rungs]
@@ -329,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
           f"(difference {check['difference']:+.4f}, tolerance {check['tolerance']}); "
           f"ladder took {result['wall_seconds'] / 60:.1f} minutes", flush=True)
     report.build_report(args.results_dir, args.docs_dir)
+    if not args.update_results:
+        print(f"results in {common.display_path(args.results_dir)}/ and {common.display_path(args.docs_dir)}/ (the "
+              "committed ones in experiments/results and docs: --update-results)", flush=True)
 
 
 if __name__ == "__main__":

@@ -489,7 +489,7 @@ def ladder_setting_text(result: dict) -> str:
     windows = schedule["eval_windows"] or "the whole"
     cpu = result.get("train_cpu_seconds")
     cpu_text = f", and used {cpu / 60:.1f} CPU-minutes" if cpu is not None else ""
-    return (f"Every rung is the vanilla preset at {size} (at most {config['n_layer']} blocks, width "
+    return (f"Every rung is the vanilla preset at {size} ({blocks_text(result)}, width "
             f"{config['n_embd']}, {config['n_head']} heads, context {config['block_size']}, dropout "
             f"{config['dropout']}) with the head untied from the embedding and the parts the rung does not have "
             f"yet switched off; {other}. Training: {run['final_step']} steps of {schedule['batch_size']} × "
@@ -501,6 +501,13 @@ def ladder_setting_text(result: dict) -> str:
             f"how much the mean val loss still fell over the last quarter of the steps; {plateau_text(result)} "
             "Samples: the first seed's best checkpoint, temperature 1, after a newline. The whole ladder took "
             f"{result['wall_seconds'] / 60:.1f} minutes{cpu_text}.")
+
+
+def blocks_text(result: dict) -> str:
+    """How many blocks the rungs have: "no blocks", "1 block" or "0 to 4 blocks" where they differ."""
+    depths = sorted({rung["config"]["n_layer"] for rung in result["rungs"]})
+    count = lambda n: "no blocks" if n == 0 else f"{n} block{'s' if n != 1 else ''}"
+    return count(depths[0]) if len(depths) == 1 else f"{depths[0]} to {count(depths[-1])}"
 
 
 def plateau_text(result: dict) -> str:
@@ -588,7 +595,10 @@ def ladder_blocks(result: dict) -> dict[str, list[str]]:
         checkpoint = f"{rung['runs'][0]['out_dir']}/best.pt"
         blocks[rung["name"]] = [*markdown_table(ladder_header(), [*before, rung_row(rung)]), "",
                                 f"Sampled from `{checkpoint}` (temperature 1, after a newline):",
-                                *text_block(rung["sample"]), "", "The command that trained it (first seed):", "",
+                                *text_block(rung["sample"]), "",
+                                f"To train this rung alone, run the command its first seed ran (the whole process "
+                                f"took {rung['runs'][0]['process_seconds']:.0f} s here, on "
+                                f"{result['provenance']['device']}):", "",
                                 *text_block(rung["runs"][0]["command"])]
     if "bigram" in by_name:
         blocks["bigram"] += ["", bigram_check_text(result["bigram_check"])]

@@ -150,3 +150,20 @@ def test_committed_ladder_results_are_complete_and_what_their_runs_wrote():
     assert check["counted"] == next(c["val_loss"] for c in result["counted"] if c["name"] == "bigram")
     assert check["within"] and abs(check["difference"]) <= ladder.BIGRAM_TOLERANCE
     assert result["kvcache"]["identical"]
+
+
+def test_a_ladder_run_writes_under_out_unless_asked_to_update_the_committed_results():
+    args = ladder.parse_args(["--rungs", "bigram"])
+    assert args.results_dir == ladder.OWN_RESULTS_DIR and args.docs_dir == ladder.OWN_RESULTS_DIR / "docs"
+    assert ladder.OWN_RESULTS_DIR.is_relative_to(common.ROOT / "out")  # git-ignored
+    args = ladder.parse_args(["--update-results"])
+    assert (args.results_dir, args.docs_dir) == (common.RESULTS_DIR, common.DOCS_DIR)
+    args = ladder.parse_args(["--results-dir", "elsewhere"])
+    assert str(args.results_dir) == "elsewhere"
+
+
+def test_count_only_prints_the_counted_floor_and_writes_nothing(corpus_path, tmp_path, capsys):
+    ladder.main(["--count-only", "--data", str(corpus_path), "--results-dir", str(tmp_path / "results"),
+                 "--docs-dir", str(tmp_path / "docs"), "--runs-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert "bigram   val loss 2.48" in out and not any(tmp_path.iterdir())

@@ -100,3 +100,32 @@ def test_relative_links_lead_to_files():
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).resolve().exists(), f"{page.name} links to {target}, which is missing"
     assert Path(common.ROOT / "README.md").read_text().count("docs/learn/README.md") >= 1
+
+
+def run_it_commands(page: Path) -> list[str]:
+    """The commands of a chapter's "Run it." paragraph: the code block that follows it."""
+    match = re.search(r"\*\*Run it\.\*\*.*?```\n(.*?)```", page.read_text(), re.S)
+    return [] if match is None else [line for line in match.group(1).splitlines() if line.strip()]
+
+
+def test_each_chapter_runs_its_own_rung_and_no_two_chapters_give_the_same_command():
+    commands = {page.name: run_it_commands(page) for page in CHAPTERS if run_it_commands(page)}
+    assert "01-counting.md" in commands and "02-bigram.md" in commands
+    seen: dict[str, str] = {}
+    for name, lines in commands.items():
+        for line in lines:
+            assert line not in seen, f"{name} gives the same command as {seen.get(line)}: {line}"
+            seen[line] = name
+    assert commands["01-counting.md"] == ["uv run python -m experiments.ladder --count-only"]
+
+
+def test_the_paths_first_command_is_not_the_whole_ladder():
+    first = re.search(r"```\n(.*?)\n", (LEARN / "README.md").read_text()).group(1)
+    assert "--count-only" in first, first
+
+
+def test_every_rung_block_says_how_long_training_the_rung_alone_took():
+    for page in CHAPTERS:
+        text = page.read_text()
+        if "The command that trained it" in text or "To train this rung alone" in text:
+            assert re.search(r"To train this rung alone, .*took \d+ s here", text), page.name
