@@ -1,9 +1,9 @@
 """
 Look inside a trained tinygpt model: a local web page that shows what it computes, token by token.
 
-    python inspect_model.py                                # out/best.pt at http://127.0.0.1:8765/
-    python inspect_model.py --ckpt out-vanilla/best.pt --ckpt out-modern/best.pt   # side by side
-    python inspect_model.py --out-dir out --port 9000 --open
+    uv run inspect_model.py                                # out/best.pt at http://127.0.0.1:8765/
+    uv run inspect_model.py --ckpt out-vanilla/best.pt --ckpt out-modern/best.pt   # side by side
+    uv run inspect_model.py --out-dir out --port 9000 --open
 
 The page (inspector/index.html, style.css, app.js: plain files, no build step, works offline) shows,
 for a prompt: the tokens; at a chosen position, the next-token probabilities, their entropy and the

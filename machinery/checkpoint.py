@@ -188,7 +188,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     """Read a tinygpt checkpoint safely (weights_only); clear errors for a missing or unreadable file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first (python train.py) or pass --ckpt PATH")
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first (uv run train.py) or pass --ckpt PATH")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:

@@ -541,4 +541,4 @@ def test_a_missing_checkpoint_is_one_clear_error(tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == f"error: no checkpoint at {tmp_path / 'best.pt'}: train one first " \
-                            "(python train.py) or pass --ckpt PATH\n"
+                            "(uv run train.py) or pass --ckpt PATH\n"
