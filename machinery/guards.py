@@ -20,9 +20,23 @@ import torch
 
 from machinery.distributed import StopSignal
 
+# train.py's --help is written in lines of up to this many characters; the other commands wrap to the same.
+HELP_WIDTH = 104
+
+
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's help, wrapped at HELP_WIDTH like train.py's (argparse would take the terminal's width less 2,
+    80 without a terminal)."""
+    return argparse.HelpFormatter(prog, width=HELP_WIDTH, max_help_position=30)
+
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, except that a bad flag is reported like every other error here: one `error:` line, exit 2."""
+    """argparse, except that a bad flag is reported like every other error here (one `error:` line, exit 2),
+    and the help wraps as train.py's does (help_formatter)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", help_formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see --help)\n")

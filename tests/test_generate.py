@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import generate
+import train
 from generate import (
     default_prompt,
     filter_logits,
@@ -389,3 +390,13 @@ def test_compiling_says_so_before_the_wait_and_drops_torchs_no_cuda_runtime_line
     assert said_before == ["compiling the decode step (once, some seconds)...\n"]
     assert [record.getMessage() for record in caplog.records] == ["another warning"]
     assert capsys.readouterr().err.endswith("another warning\n[compiled the decode step in 12.5 s]\n")
+
+
+def test_generate_help_wraps_as_wide_as_train_help(capsys):
+    with pytest.raises(SystemExit):
+        generate.main(["--help"])
+    generate_lines = capsys.readouterr().out.splitlines()
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    train_width = max(map(len, capsys.readouterr().out.splitlines()))
+    assert max(map(len, generate_lines)) > 90 and max(map(len, generate_lines)) <= train_width
