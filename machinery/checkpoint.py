@@ -21,7 +21,6 @@ time writes into a folder: it holds OutDirLock from prepare_out_dir to its end.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -102,7 +101,7 @@ LOCK_FILE = "run.lock"
 
 
 class OutDirLock:
-    """What makes a training run the only one writing into its --out-dir: an exclusive fcntl.flock on
+    """What makes a training run the only one writing into its --out-dir: an exclusive lock (lock_exclusively) on
     out_dir/run.lock, held on an open file for the run's whole life. The operating system drops it when the
     process ends, however it ends (kill -9, a crash; a power loss leaves no process), so no lock is ever
     stale. The file holds the holder's pid, to name it to a run that is refused. Under torchrun the main
@@ -132,14 +131,37 @@ class OutDirLock:
             self.file = None
 
 
-def try_lock(file, out_dir: Path) -> None:
-    """flock file exclusively without waiting. If another process holds it, close file and raise ValueError
-    with that process's pid."""
+def lock_exclusively(file) -> bool:
+    """Lock the open file for this process without waiting; False if another process holds the lock. An
+    fcntl.flock where there is one (Linux, macOS); on Windows, msvcrt's lock on the file's first byte, which
+    the system also drops when the process ends."""
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        file.seek(0)
+        try:
+            msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        file.seek(0)
-        pid = file.read().strip() or "unknown"
+        return False
+    return True
+
+
+def try_lock(file, out_dir: Path) -> None:
+    """Lock file exclusively without waiting. If another process holds it, close file and raise ValueError
+    with that process's pid."""
+    if not lock_exclusively(file):
+        try:
+            file.seek(0)
+            pid = file.read().strip() or "unknown"
+        except OSError:  # on Windows the holder's locked byte cannot be read
+            pid = "unknown"
         file.close()
         raise ValueError(f"--out-dir {out_dir} is in use by another training run (process {pid}, which holds "
                          f"{out_dir / LOCK_FILE}); wait for it to end or stop it, or choose another --out-dir"
