@@ -197,8 +197,11 @@ def test_plots_are_written_when_matplotlib_is_present(suite):
 
 
 def test_plots_are_skipped_without_matplotlib(suite, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "plots", None)  # import plots now raises ImportError
+    import machinery
     from experiments import report
+
+    monkeypatch.setitem(sys.modules, "machinery.plots", None)  # `from machinery import plots` now raises ImportError
+    monkeypatch.delattr(machinery, "plots", raising=False)  # as it would without matplotlib: never imported
 
     shutil.copytree(suite["results"], tmp_path / "results")
     report.build_report(tmp_path / "results", tmp_path / "docs")
