@@ -225,7 +225,7 @@ def kvcache_result(args: argparse.Namespace, argv: list[str]) -> dict:
             text_of = tokenizer_from_state(load_checkpoint(checkpoint_path)["tokenizer"]).decode
         else:  # no trained model of this setting yet: the speed is the same with random weights
             torch.manual_seed(0)
-            sizes = settings.model_fields(common.recipe_name(args, CPU_RECIPE))
+            sizes = settings.model_flags(settings.RECIPES[common.recipe_name(args, CPU_RECIPE)])
             with torch.device(device):
                 model = GPT(GPTConfig.from_preset(name, **sizes)).eval()
             weights = "random"

@@ -209,7 +209,7 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
 def effective_defaults(recipe: str, device_type: str) -> dict:
     """What each flag left unset becomes: the recipe's value, else its preset's, and torch.compile on CUDA only."""
     values = RECIPES[recipe]
-    config = GPTConfig.from_preset(values["preset"], **model_fields(recipe))
+    config = GPTConfig.from_preset(values["preset"], **model_flags(values))
     model = {name: value for name, value in asdict(config).items() if name in ARCHITECTURE_FLAGS}
     model["attn_dropout"] = config.attention_dropout  # unset, it follows dropout
     return {**model, **values, "recipe": recipe, "compile": device_type == "cuda"}
@@ -332,11 +332,6 @@ def resume_settings(values: dict, saved: dict, given: set[str], world: int = 1,
     return merged, changes
 
 
-def model_fields(name: str) -> dict:
-    """The GPTConfig fields a recipe sets on top of its preset, e.g. {"n_layer": 4, "block_size": 128}."""
-    return {key: value for key, value in RECIPES[name].items() if key in ARCHITECTURE_FLAGS}
-
-
 def default_recipe(device_type: str) -> str:
     return "cpu" if device_type == "cpu" else "gpu"
 
@@ -370,8 +365,9 @@ def with_recipe(values: dict, device_type: str) -> dict:
 
 
 def model_flags(values: dict) -> dict:
-    """The GPTConfig fields that values set (the rest come from the preset)."""
-    return {name: values[name] for name in ARCHITECTURE_FLAGS if values[name] is not None}
+    """The GPTConfig fields that values (settings, or a recipe) set, e.g. {"n_layer": 4, "block_size": 128}: the
+    rest come from the preset."""
+    return {name: values[name] for name in ARCHITECTURE_FLAGS if values.get(name) is not None}
 
 
 def model_flags_given(args: argparse.Namespace, given: set[str]) -> dict:
