@@ -146,17 +146,24 @@ class RMSNorm(nn.Module):
 class Dropout(nn.Module):
     """Dropout (Srivastava et al. 2014): in training, zero each element with probability p and scale the
     rest by 1/(1-p), so every element keeps its expected value; in eval mode, the identity. What
-    nn.Dropout does, written out because its mask is slower to draw on a CPU (docs/model.md)."""
+    nn.Dropout does, written out because its mask is slower to draw on a CPU (docs/model.md).
+
+    Each element's draw is a uniform integer u in [0, 2^15), dropped when u < p * 2^15: p is rounded to a
+    multiple of 2^-15 (0.2 becomes 0.199982), and the kept ones are scaled by that rate's 1/(1-p)."""
+
+    LEVELS = 2**15  # int16's random_() draws from [0, 2^15): half the random bits of torch.rand's float
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
+        self.threshold = round(p * self.LEVELS)  # u < threshold: dropped
+        self.scale = self.LEVELS / (self.LEVELS - self.threshold) if self.threshold < self.LEVELS else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep / (1 - self.p)
+        keep = torch.empty(x.shape, dtype=torch.int16, device=x.device).random_() >= self.threshold
+        return x * (keep.to(x.dtype) * self.scale)
 
 
 def make_norm(config: GPTConfig) -> nn.Module:

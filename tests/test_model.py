@@ -3,6 +3,7 @@ written by hand that equals the fused kernel, RoPE that encodes relative distanc
 checkpoints that rebuild the model, and the ability to learn."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -163,16 +164,39 @@ def test_auto_attention_is_chosen_once_from_where_the_model_is_built():
         assert GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=1, n_head=2, n_embd=8)).transformer.h[0].attn.fused
 
 
-def test_dropout_zeroes_a_fraction_p_and_keeps_the_expected_value():
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_dropout_masks_are_independent_draws_at_the_stated_rate_and_keep_the_expected_value(p):
+    # Each check is a z-test on a million draws, failing at |z| > 5.3: for a correct dropout, a false alarm
+    # once in 8 million runs per check (two-sided normal tail); a rate off by 0.004 fails (z of 8 or more).
     torch.manual_seed(0)
-    dropout = Dropout(0.2).train()
+    dropout = Dropout(p).train()
+    n, limit = 1_000_000, 5.3
+    assert abs(dropout.threshold / Dropout.LEVELS - p) <= 0.5 / Dropout.LEVELS  # the rate used: p to within 2^-16
+    rate = dropout.threshold / Dropout.LEVELS
     x = torch.full((1000, 1000), 3.0)
     y = dropout(x)
+    dropped = (y == 0).double()
+    z_rate = (dropped.mean().item() - rate) / math.sqrt(rate * (1 - rate) / n)
+    assert abs(z_rate) < limit, f"dropped fraction is {dropped.mean().item():.5f}, not {rate:.5f} (z = {z_rate:.1f})"
     kept = y != 0
-    assert abs(1 - kept.float().mean().item() - 0.2) < 0.002  # a million draws: the fraction is within 0.002
-    assert torch.equal(y[kept], torch.full_like(y[kept], 3.0 / 0.8))  # the kept ones scaled by 1/(1-p)
-    assert abs(y.mean().item() - 3.0) < 0.01
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 3.0 / (1 - rate)))  # the kept ones scaled by 1/(1-p)
+    sd_mean = 3.0 / (1 - rate) * math.sqrt(rate * (1 - rate) / n)  # of the mean of y, whose expectation is 3
+    assert abs(y.mean().item() - 3.0) / sd_mean < limit
+    # Independence: neighbours (along a row and down a column) are both dropped at the rate p^2.
+    for both in (dropped[:, 1:] * dropped[:, :-1], dropped[1:, :] * dropped[:-1, :]):
+        z_pairs = (both.mean().item() - rate**2) / math.sqrt(rate**2 * (1 - rate**2) / both.numel())
+        assert abs(z_pairs) < limit
+    # Two calls draw two masks.
+    assert not torch.equal(dropout(x) == 0, y == 0)
     assert dropout.eval()(x) is x  # eval mode: the identity
+
+
+def test_dropout_in_bfloat16_keeps_the_dtype_and_the_scale():
+    dropout = Dropout(0.2).train()
+    y = dropout(torch.ones(64, 64, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    assert set(y.unique().tolist()) <= {0.0, torch.tensor(1 / (1 - dropout.threshold / Dropout.LEVELS),
+                                                         dtype=torch.bfloat16).item()}
 
 
 def test_attention_dropout_follows_dropout_unless_set():
