@@ -7,6 +7,7 @@ Train a tinygpt model, from raw text to a checkpoint and a generated sample.
     uv run train.py --data my_text.txt               # any UTF-8 text, with its own vocabulary
     uv run train.py --tokenizer bpe --vocab-size 768 # byte-level BPE learned from the training split
     uv run train.py --optimizer adamw                # AdamW for every parameter instead of Muon
+    uv run train.py --time-budget 10m                # the best model this machine trains in 10 minutes
     uv run train.py --resume                         # continue the run in --out-dir
     uv run train.py --recipe swaps-cpu               # a named recipe (machinery/settings.py)
     uv run torchrun --standalone --nproc_per_node=2 train.py  # data parallel on 2 GPUs (or CPU processes)
@@ -16,8 +17,9 @@ Defaults depend on the device, through a recipe: on a GPU, the 10M "modern" pres
 The file reads top to bottom: the pieces of the loop (get_lr, make_optimizer, train_step,
 estimate_loss), set_up, then train(): the loop, whose steps evaluate and checkpoint, check whether to
 stop, take one optimizer step, and log. Bookkeeping lives in machinery/: settings.py (every flag and the
-recipes), checkpoint.py (saving, resuming), guards.py (what stops a run cleanly), distributed.py
-(processes, signals), progress.py (timings and the metrics file). Output in --out-dir: best.pt and
+recipes), budget.py (where the run ends: --max-iters or --time-budget), checkpoint.py (saving, resuming),
+guards.py (what stops a run cleanly), distributed.py (processes, signals), progress.py (timings and the
+metrics file). Output in --out-dir: best.pt and
 last.pt, metrics.jsonl and loss.png.
 """
 
@@ -37,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 import data
 from generate import print_sample
 from machinery import checkpoint, distributed, guards, settings
+from machinery.budget import Horizon, format_budget, time_decoding
 from machinery.device import (
     autocast,
     check_fits_in_memory,
@@ -148,6 +151,7 @@ class Run:
     resumed: bool
     metrics: MetricsFile
     log: guards.Log
+    horizon: Horizon  # where the run ends: --max-iters, or --time-budget (machinery/budget.py)
 
     @property
     def tokens_per_step(self) -> int:
@@ -171,7 +175,8 @@ def set_up(argv: list[str] | None, processes: distributed.Processes, out_dir_loc
     s, config, changes = settings.resolve(args, given, saved, processes.world)
     if processes.is_main and changes:
         print(f"resuming with {'; '.join(changes)}")
-    guards.check_not_finished(saved and saved["step"], s.max_iters, out_dir)
+    guards.check_not_finished(saved and saved["step"], s.max_iters, out_dir, saved.get("budget_spent_s", 0.0)
+                              if saved else 0.0, s.time_budget)
     device = pick_device(s.device)
     if device.type == "cuda" and processes.world > 1:
         device = torch.device("cuda", processes.local_rank)
@@ -197,8 +202,9 @@ def set_up(argv: list[str] | None, processes: distributed.Processes, out_dir_loc
         model = DistributedDataParallel(model, device_ids=[processes.local_rank] if device.type == "cuda" else None)
     metrics = MetricsFile(out_dir / "metrics.jsonl", enabled=processes.is_main)
     metrics.start(state.step if saved else None)  # a resumed run drops the evaluations after its step
+    horizon = Horizon(s.max_iters, s.eval_interval, s.time_budget, state.budget_spent_s, processes.world, device)
     return Run(s, processes, device, dtype, corpus, raw_model, model, optimizer, grad_scaler(device, dtype),
-               batch_generator, state, saved is not None, metrics, guards.Log(processes.is_main))
+               batch_generator, state, saved is not None, metrics, guards.Log(processes.is_main), horizon)
 
 
 def describe(run: Run) -> None:
@@ -211,6 +217,13 @@ def describe(run: Run) -> None:
     run.log(f"data {corpus.name}: {len(corpus.train_tokens):,} train / {len(corpus.val_tokens):,} val tokens "
             f"({corpus.tokenizer.name} tokenizer, vocab {corpus.tokenizer.vocab_size}); {run.tokens_per_step:,} "
             f"tokens per step; val on {len(corpus.val_starts)} fixed windows")
+    if s.time_budget:
+        left = f", {format_seconds(s.time_budget - run.state.budget_spent_s)} of it left" if run.resumed else ""
+        run.log(f"time budget {format_budget(s.time_budget)}{left}, the whole process counted: recipe {s.recipe}, "
+                f"{run.raw_model.num_params() / 1e6:.1f}M parameters, batch {s.batch_size}, {s.optimizer} lr {s.lr:g} "
+                f"to {s.min_lr:g}, dropout {config.dropout:g} (attention {config.attention_dropout:g}); evaluations "
+                f"{'at each tenth' if s.eval_interval is None else f'every {s.eval_interval} steps'}, then best.pt on "
+                "the whole val split; any flag overrides these (uv run train.py --help)")
     if run.resumed:
         run.log(f"resuming from {Path(s.out_dir) / 'last.pt'} at step {run.state.step} "
                 f"(best val loss {run.state.best_val_loss:.4f})")
@@ -238,16 +251,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def train(run: Run) -> dict:
-    """The loop: evaluate and checkpoint every --eval-interval steps; stop when it is time; step; log."""
-    s, state, processes, corpus = run.settings, run.state, run.processes, run.corpus
+    """The loop: evaluate and checkpoint when due (every --eval-interval steps, or each tenth of the
+    --time-budget); stop when it is time; step; log."""
+    s, state, processes, corpus, horizon = run.settings, run.state, run.processes, run.corpus, run.horizon
     describe(run)
-    clock, progress = Clock(state.step, state.elapsed_s), Progress(s.max_iters, enabled=processes.is_main)
+    clock = Clock(state.step, state.elapsed_s)
+    progress = Progress(horizon.total_steps(state.step), enabled=processes.is_main)
     with distributed.StopSignal() as stop_signal:
         while True:
+            horizon.update(state.step, clock.seconds_per_step(state.step))  # a timed run reads its clock
             # Evaluate and checkpoint at the start of every interval and at the very end (not again at the
             # step a run resumes from: it was evaluated before it was saved).
-            last_step, resumed_here = state.step >= s.max_iters, run.resumed and state.step == clock.start_step
-            if (state.step % s.eval_interval == 0 or last_step) and not resumed_here:
+            last_step, resumed_here = horizon.is_last(state.step), run.resumed and state.step == clock.start_step
+            if (horizon.eval_due(state.step) or last_step) and not resumed_here:
                 progress.clear()
                 evaluate(run, clock)
             # Termination: every reason to stop, in one place.
@@ -258,7 +274,7 @@ def train(run: Run) -> dict:
             # Forward, backward, update: one batch, drawn the same on every rank; each process trains its slices.
             x, y = data.get_batch(corpus.train_tokens, s.batch_size * s.grad_accum * processes.world, s.block_size,
                                   run.batch_generator, run.device)
-            lr = get_lr(state.step, s.lr, s.min_lr, s.warmup_iters, s.max_iters)
+            lr = get_lr(state.step, s.lr, s.min_lr, s.warmup_iters, horizon.total_steps(state.step))
             loss = train_step(run.model, run.optimizer, run.scaler, x, y, lr, s.grad_accum, s.grad_clip, run.dtype,
                               processes.rank, processes.world)
             # One number per step to the CPU: a NaN is caught at the step it appears (on any rank).
@@ -270,8 +286,9 @@ def train(run: Run) -> dict:
             state.interval_steps += 1
             clock.step_taken(run.device)
             seconds_per_step = clock.seconds_per_step(state.step)
+            progress.total = horizon.total_steps(state.step)
             progress.update(state.step, run.tokens_per_step / seconds_per_step,
-                            seconds_per_step * (s.max_iters - state.step))
+                            horizon.seconds_left(state.step, seconds_per_step))
     return finish(run, clock, stopped_by)
 
 
@@ -282,20 +299,25 @@ def evaluate(run: Run, clock: Clock) -> None:
     state.train_s += interval_seconds
     steps_timed = min(state.interval_steps, state.step - clock.start_step)  # a resumed interval: since the resume
     tokens_per_sec = steps_timed * run.tokens_per_step / interval_seconds if steps_timed else 0.0
+    eval_started = time.time()
     val_loss = estimate_loss(run.raw_model, corpus.val_tokens, corpus.val_starts, s.block_size, s.batch_size,
                              run.device, run.dtype, run.processes.rank, world)
+    run.horizon.note_eval(time.time() - eval_started, math.ceil(len(corpus.val_starts) / world))
+    if run.horizon.timed and not run.horizon.decode_s_per_token and s.sample_tokens:  # what the sample will cost
+        run.horizon.note_decoding(time_decoding(run.raw_model, run.device), s.sample_tokens,
+                                  len(data.eval_windows(len(corpus.val_tokens), s.block_size)))
     guards.check_finite_loss(val_loss, "validation", state.step, s.lr, s.grad_clip, run.dtype)
     improved = state.record_eval(val_loss)
-    state.elapsed_s = clock.elapsed()
+    state.elapsed_s, total = clock.elapsed(), run.horizon.total_steps(state.step)
     mean_loss = distributed.mean_across(state.interval_loss, world).item()  # every rank trained its own slices
     train_loss = mean_loss / state.interval_steps if state.interval_steps else None
     record = {"step": state.step, "train_loss": train_loss, "val_loss": val_loss,
               "val_bpc": bits_per_char(val_loss * (len(corpus.val_tokens) - 1), corpus.val_chars_scored),
-              "lr": get_lr(min(state.step, s.max_iters - 1), s.lr, s.min_lr, s.warmup_iters, s.max_iters),
+              "lr": get_lr(min(state.step, total - 1), s.lr, s.min_lr, s.warmup_iters, total),
               "tokens_per_sec": tokens_per_sec, "elapsed_s": state.elapsed_s, "train_s": state.train_s,
               "first_step_s": clock.first_step_s}
     trained = state.step > clock.start_step  # the time left follows this invocation's pace: not before a step
-    time_left = clock.seconds_per_step(state.step) * (s.max_iters - state.step)
+    time_left = run.horizon.seconds_left(state.step, clock.seconds_per_step(state.step))
     run.log(f"step {state.step:5d} | train {'  -   ' if train_loss is None else f'{train_loss:.4f}'} | val "
             f"{val_loss:.4f} ({record['val_bpc']:.3f} bits per char){' *' if improved else '  '} | lr "
             f"{record['lr']:.2e} | {tokens_per_sec:8,.0f} tok/s | {format_seconds(state.elapsed_s)} elapsed"
@@ -303,12 +325,34 @@ def evaluate(run: Run, clock: Clock) -> None:
     state.interval_loss, state.interval_steps = torch.zeros((), device=run.device), 0  # saved as a fresh start
     out_dir = Path(s.out_dir)
     with run.metrics.appended(record):  # taken back if the save fails, so a resume logs each step once
+        save_started = time.time()
         save(run, *([out_dir / "best.pt"] if improved else []), out_dir / "last.pt")
+        run.horizon.note_save((time.time() - save_started) / (2 if improved else 1))
     clock.start_interval()
+
+
+def evaluate_best_on_whole_split(run: Run) -> float:
+    """A timed run's headline figure: best.pt's val loss on every window of the val split (not the sample of
+    windows the run evaluated on), logged and written as the last record of metrics.jsonl. Main process only."""
+    s, corpus = run.settings, run.corpus
+    best = checkpoint.load_model(Path(s.out_dir) / "best.pt", run.device)
+    starts = data.eval_windows(len(corpus.val_tokens), s.block_size)
+    val_loss = estimate_loss(best, corpus.val_tokens, starts, s.block_size, s.batch_size, run.device, run.dtype)
+    spent = run.horizon.spent_now()
+    record = {"step": run.state.step, "best_val_loss_whole_split": val_loss, "val_windows": len(starts),
+              "val_bpc_whole_split": bits_per_char(val_loss * (len(corpus.val_tokens) - 1), corpus.val_chars_scored),
+              "budget_spent_s": spent, "time_budget_s": s.time_budget}
+    with run.metrics.appended(record):
+        pass
+    run.log(f"best.pt on the whole val split ({len(starts)} windows): val {val_loss:.4f} "
+            f"({record['val_bpc_whole_split']:.3f} bits per char), {format_seconds(spent)} of the "
+            f"{format_budget(s.time_budget)} budget spent")
+    return val_loss
 
 
 def save(run: Run, *paths: Path) -> None:
     """Write the run's checkpoint to each path. Every rank must call this: all their random states go in."""
+    run.state.budget_spent_s = run.horizon.spent_to_save()
     ranks = distributed.gather(checkpoint.rng_state(run.device), run.processes.world)
     if run.processes.is_main:
         rng = {"batches": run.batch_generator.get_state(), "ranks": ranks}
@@ -333,6 +377,9 @@ def finish(run: Run, clock: Clock, stopped_by: str) -> dict:
         save(run, out_dir / "last.pt")
         run.log(f"stopped at step {state.step} ({stopped_by}); {out_dir / 'last.pt'} saved: "
                 f"uv run train.py --resume --out-dir {out_dir} continues the run")
+    whole_split = None
+    if s.time_budget and not interrupted and run.processes.is_main:
+        whole_split = evaluate_best_on_whole_split(run)
     outputs = ["best.pt", "last.pt", "metrics.jsonl"]
     if run.processes.is_main and write_loss_plot(out_dir):
         outputs.append("loss.png")
@@ -347,7 +394,7 @@ def finish(run: Run, clock: Clock, stopped_by: str) -> dict:
     guards.exit_code_for(stopped_by)
     return {"best_val_loss": state.best_val_loss, "steps": state.step, "train_seconds": seconds,
             "params": run.raw_model.num_params(), "device": describe_device(run.device),
-            "tokens_per_step": run.tokens_per_step}
+            "tokens_per_step": run.tokens_per_step, "best_val_loss_whole_split": whole_split}
 
 
 if __name__ == "__main__":

@@ -183,13 +183,18 @@ def run_numbers(records: list[dict]) -> dict:
     """The numbers a table shows for one run, all read from its metrics.jsonl records. Training
     throughput is the median over eval intervals (the step-0 record trained nothing), so one slow
     interval (compilation, a busy machine) does not set it."""
+    whole_split = [r for r in records if "best_val_loss_whole_split" in r]  # a --time-budget run's last record
+    records = [r for r in records if "val_loss" in r]
     trained = [r["tokens_per_sec"] for r in records if r["train_loss"] is not None]
     best = min(records, key=lambda r: r["val_loss"])
     return {"final_step": records[-1]["step"], "best_step": best["step"],
             "final_val_loss": records[-1]["val_loss"], "best_val_loss": best["val_loss"],
             "final_val_bpc": records[-1]["val_bpc"], "best_val_bpc": min(r["val_bpc"] for r in records),
             "elapsed_s": records[-1]["elapsed_s"],
-            "tokens_per_sec": statistics.median(trained) if trained else None}
+            "tokens_per_sec": statistics.median(trained) if trained else None,
+            **({"best_val_loss_whole_split": whole_split[-1]["best_val_loss_whole_split"],
+                "best_val_bpc_whole_split": whole_split[-1]["val_bpc_whole_split"],
+                "budget_spent_s": whole_split[-1]["budget_spent_s"]} if whole_split else {})}
 
 
 def spread(values: list[float]) -> dict:

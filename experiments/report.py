@@ -353,6 +353,55 @@ def default_run_section(result: dict, docs_dir: Path) -> list[str]:
             *markdown_table(header, [row]), "", provenance_text(result)]
 
 
+def budget_text(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def budget_section(result: dict, docs_dir: Path) -> list[str]:
+    """experiments.budget: what train.py --time-budget reached for each budget and recipe, and how long the
+    whole process took; a plot of best val (whole split) against the budget, one line per recipe."""
+    header = ["budget", "recipe", "params", "seed", "steps", "tokens/s", "best val, whole split", "bpc",
+              "best val, windows", "whole process (s)", "over budget", "load at start"]
+    rows = [[budget_text(run["budget_s"]), run["recipe"], f"{run['params']:,}", str(run["seed"]), str(run["steps"]),
+             optional(run["tokens_per_sec"], ",.0f"), f"{run['best_val_loss_whole_split']:.4f}",
+             f"{run['best_val_bpc_whole_split']:.3f}", f"{run['best_val_loss_windows']:.4f}",
+             f"{run['process_seconds']:.0f}", f"{run['over_budget']:+.1%}",
+             optional(run["load_average_at_start"], ".1f")]
+            for run in result["runs"]]
+    text = ("Each run is `uv run train.py --recipe RECIPE --time-budget BUDGET` (no end-of-run sample), one at a "
+            "time with every core. Best val, whole split: best.pt evaluated on every window of the val split at the "
+            "end, inside the budget (the run's last metrics.jsonl record); windows: the best of the run's periodic "
+            "evaluations on its fixed windows. Whole process: timed from outside, start-up to exit. Load at start: "
+            "the 1-minute load average when the run began (the run before it in the study still counts in it).")
+    by_recipe: dict[str, list[tuple[float, float]]] = {}
+    for run in result["runs"]:
+        by_recipe.setdefault(f"{run['recipe']} ({run['params'] / 1e6:.1f}M)", []).append(
+            (run["budget_s"] / 60, run["best_val_loss_whole_split"]))
+    figure = plot_file(result["name"], docs_dir, result["title"],
+                       lambda plots, path: plots.plot_against_budget(by_recipe, path, result["title"]))
+    return [f"## {result['name']}: {result['title']}", "", text, "", *markdown_table(header, rows), *figure, "",
+            provenance_text(result, runs=False)]
+
+
+def budget_quickstart(results: list[dict]) -> list[str]:
+    """The Quick start's line on what --time-budget buys on a CPU: the best run at each budget measured."""
+    lines = []
+    for result in (r for r in results if r["name"] == "budget_cpu"):  # the study itself, not a trial beside it
+        best: dict[float, dict] = {}
+        for run in result["runs"]:
+            if run["budget_s"] not in best or run["best_val_loss_whole_split"] < best[run["budget_s"]][
+                    "best_val_loss_whole_split"]:
+                best[run["budget_s"]] = run
+        bought = "; ".join(f"{budget_text(seconds)}: {run['best_val_loss_whole_split']:.2f} ({run['recipe']}, "
+                           f"{run['params'] / 1e6:.1f}M parameters)" for seconds, run in sorted(best.items()))
+        lines += ["", f"`uv run train.py --time-budget 10m` (or 1h, 30s, ...) trains the best model this project "
+                      f"measured for that time. Best val loss on the whole val split, on "
+                      f"{result['provenance']['device']}: {bought} (`{result['name']}` in docs/results.md)."]
+    return lines
+
+
 def choice_section(result: dict, docs_dir: Path) -> list[str]:
     """experiments.choices: the variants of one training choice over seeds, and the paired effect of the first
     change on the best val loss."""
@@ -448,7 +497,7 @@ def quickstart_lines(results: list[dict]) -> list[str]:
             busy = f" (1-minute load average {load:.1f} at the start)" if load is not None else ""
             lines.append(f"- {run['best_val_loss']:.4f} in {run['process_seconds']:.0f} s{precision}, on "
                          f"{result['provenance']['device']}{busy}: `{result['name']}` in docs/results.md")
-    return lines
+    return lines + budget_quickstart(results)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -654,7 +703,7 @@ def lesson_lines(result: dict) -> list[str]:
 SECTIONS = {"swap": swap_section, "final": final_section, "kvcache": kvcache_section, "tokenizers": tokenizers_section,
             "speed": speed_section, "bench": bench_section, "default_run": default_run_section,
             "download_size": download_size_section, "ladder": ladder_section, "scale": scale_section,
-            "choice": choice_section, "workshop_band": workshop_band_section}
+            "choice": choice_section, "workshop_band": workshop_band_section, "budget": budget_section}
 
 
 def load_results(results_dir: Path) -> list[dict]:
@@ -772,6 +821,7 @@ def defined_name(node: ast.stmt) -> str | None:
 MARKED_DOCS = {
     "model.md": ("final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos", "modern"),
     "training.md": ("default_cpu", "default_cpu_bf16", "default_cpu_float32", "default_cuda", "default_mps",
+                    "budget_cpu", "budget_cuda",
                     "bench_profile_cpu_bf16", "bench_train_cpu_bf16", "bench_train_cpu_bf16_attn_dropout0",
                     "bench_train_cpu_bf16_fused",
                     "bench_train_cpu_bf16_compile", "bench_train", "bench_train_compile"),

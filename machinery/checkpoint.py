@@ -45,6 +45,7 @@ class RunState:
     evals_without_improvement: int = 0  # for --patience
     elapsed_s: float = 0.0  # wall time since the run began, across resumes (as of the last save)
     train_s: float = 0.0  # the part of it spent in training steps
+    budget_spent_s: float = 0.0  # the whole processes' time, start-up included, for --time-budget (machinery/budget.py)
     # Train loss summed over the steps since the last evaluation, so a run stopped between two
     # evaluations still logs the mean of the whole interval after it resumes.
     interval_loss: torch.Tensor | float = 0.0
@@ -59,7 +60,7 @@ class RunState:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, device: torch.device) -> RunState:
-        state = cls(**{field.name: checkpoint[field.name] for field in fields(cls)})
+        state = cls(**{field.name: checkpoint[field.name] for field in fields(cls) if field.name in checkpoint})
         state.interval_loss = state.interval_loss.to(device)
         return state
 

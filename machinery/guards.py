@@ -73,11 +73,18 @@ class NothingToDo(Exception):
     """--resume of a run that has already reached its --max-iters."""
 
 
-def check_not_finished(saved_step: int | None, max_iters: int, out_dir: Path) -> None:
-    """Raise NothingToDo if the resumed run (saved at saved_step; None: a new run) has no step left."""
-    if saved_step is not None and saved_step >= max_iters:
+def check_not_finished(saved_step: int | None, max_iters: int | None, out_dir: Path, budget_spent: float = 0.0,
+                       time_budget: float | None = None) -> None:
+    """Raise NothingToDo if the resumed run (saved at saved_step; None: a new run) has no step left: its
+    --max-iters taken, or its --time-budget spent."""
+    if saved_step is None:
+        return
+    if max_iters is not None and saved_step >= max_iters:
         raise NothingToDo(f"the run in {out_dir}/ has taken {saved_step} of its {max_iters} steps; "
                           f"pass --max-iters N (more than {saved_step}) to train it further")
+    if time_budget is not None and budget_spent >= time_budget:
+        raise NothingToDo(f"the run in {out_dir}/ has spent its --time-budget of {time_budget:g} seconds; pass a "
+                          f"longer --time-budget (more than {budget_spent:.0f}s) to train it further")
 
 
 class Log:

@@ -31,6 +31,27 @@ def plot_training_curves(records: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def plot_against_budget(lines: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
+    """Best val loss against the time budget (minutes, log scale), one line per recipe: label -> [(minutes,
+    loss)]; several seeds at one budget are drawn as separate points on the line's mean."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for label, points in lines.items():
+        budgets = sorted({minutes for minutes, _ in points})
+        means = [sum(loss for m, loss in points if m == minutes) / sum(1 for m, _ in points if m == minutes)
+                 for minutes in budgets]
+        line, = axes.plot(budgets, means, label=label, marker="o", markersize=4)
+        axes.scatter([m for m, _ in points], [loss for _, loss in points], color=line.get_color(), s=10, alpha=0.6)
+    axes.set_xscale("log")
+    axes.set_title(title)
+    axes.set_xlabel("time budget (minutes, whole process)")
+    axes.set_ylabel("best val loss, whole val split")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]], path: Path,
                     title: str, ylabel: str = "val loss (nats per token)",
                     references: dict[str, float] | None = None) -> None:

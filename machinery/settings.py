@@ -21,6 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from data import DATA_ENV_VAR
+from machinery.budget import parse_duration
 from machinery.corpus_check import corpus_to_resume
 from machinery.device import pick_device
 from machinery.guards import ArgumentParser
@@ -63,7 +64,26 @@ RECIPES: dict[str, dict] = {
     # recipe's suits the short run. 100 fixed val windows (25,600 tokens) keep each evaluation short.
     "full-size-cpu": dict(preset="modern", optimizer="adamw", dropout=0.0, batch_size=16, lr=2e-3, min_lr=2e-4,
                           warmup_iters=50, max_iters=800, eval_interval=100, eval_windows=100, beta2=0.99),
+    # Time budgets on a CPU (--time-budget, machinery/budget.py): the best val loss a 2-core CPU reached in
+    # about 10 minutes and in an hour, among the sizes experiments.budget measured (docs/results.md, time
+    # budgets). Dropout only on the residual branches: masks over every attention matrix cost a CPU more
+    # time than they buy in so short a run.
+    "cpu-10m": dict(preset="small", optimizer="muon", n_layer=6, n_head=6, n_embd=192, dropout=0.1,
+                    attn_dropout=0.0, batch_size=32, lr=1e-2, min_lr=1e-3, warmup_iters=50, eval_windows=100,
+                    beta2=0.99, time_budget=600.0),
+    "cpu-1h": dict(preset="small", optimizer="muon", n_layer=6, n_head=8, n_embd=256, dropout=0.15,
+                   attn_dropout=0.0, batch_size=32, lr=1e-2, min_lr=1e-3, warmup_iters=50, eval_windows=100,
+                   beta2=0.99, time_budget=3600.0),
 }
+
+# --time-budget without --recipe: the recipe for the budget on this kind of device, the first whose bound
+# (in seconds) the budget does not pass. A GPU trains the 10M model whatever the budget.
+BUDGET_RECIPES: dict[str, tuple[tuple[float, str], ...]] = {
+    "cpu": ((180.0, "cpu"), (1800.0, "cpu-10m"), (math.inf, "cpu-1h")),
+    "gpu": ((math.inf, "gpu"),),
+}
+# What a time budget replaces in a recipe made for a number of steps.
+STEP_SETTINGS = ("max_iters", "eval_interval")
 
 # The flags that are GPTConfig fields: they override the preset's values, and a resumed run keeps them.
 ARCHITECTURE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "attn_dropout", "bias", "norm", "mlp",
@@ -100,7 +120,8 @@ class Settings:
     optimizer: str
     batch_size: int
     grad_accum: int
-    max_iters: int
+    max_iters: int | None  # None: no cap on the steps (a --time-budget run)
+    time_budget: float | None  # seconds, the whole process counted (machinery/budget.py)
     lr: float
     min_lr: float
     warmup_iters: int
@@ -109,7 +130,7 @@ class Settings:
     grad_clip: float
     seed: int
     # evaluation, checkpoints and output
-    eval_interval: int
+    eval_interval: int | None  # None: at each tenth of the --time-budget
     eval_windows: int
     patience: int
     out_dir: str
@@ -158,7 +179,14 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     group.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
     group.add_argument("--grad-accum", type=int, default=1,
                        help="micro-batches per optimizer step (default: %(default)s)")
-    group.add_argument("--max-iters", type=int, help="optimizer steps in the whole run")
+    group.add_argument("--max-iters", type=int, help="optimizer steps in the whole run (with --time-budget: a cap)")
+    group.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
+                       help="train for this wall-clock time instead of a number of steps: 30s, 10m,\n"
+                            "1h or plain seconds, the whole process counted (start-up, evaluations,\n"
+                            "saves, the final evaluation and sample); the schedule ends at the budget.\n"
+                            "Without --recipe it picks the recipe measured for that budget on this\n"
+                            "device (cpu up to 3m, cpu-10m up to 30m, then cpu-1h; gpu on a GPU)\n"
+                            "(default: off, the run takes --max-iters steps)")
     group.add_argument("--lr", type=finite_float, help="peak learning rate")
     group.add_argument("--min-lr", type=finite_float, help="learning rate at the end of the cosine decay")
     group.add_argument("--warmup-iters", type=int, help="steps of linear warmup")
@@ -170,7 +198,9 @@ def build_parser(recipe: str | None = None, device_type: str = "cpu") -> Argumen
     group.add_argument("--seed", type=int, default=1337,
                        help="seed for weights, batches and dropout (default: %(default)s)")
     group = parser.add_argument_group("evaluation, checkpoints and output")
-    group.add_argument("--eval-interval", type=int, help="evaluate and checkpoint every this many steps")
+    group.add_argument("--eval-interval", type=int,
+                       help="evaluate and checkpoint every this many steps (with --time-budget and no\n"
+                            "--eval-interval: at each tenth of the budget)")
     group.add_argument("--eval-windows", type=int,
                        help="validate on this many fixed, evenly spaced windows of the val split\n"
                             "(the same ones every time, so evaluations compare; the log's \"val on N\n"
@@ -283,7 +313,8 @@ def given_flags(argv: list[str] | None = None) -> set[str]:
 # applied if it only moves where the run stops or what it prints (said so), and refused otherwise: a
 # changed learning rate, batch or data would make another run, one no uninterrupted run could match.
 # The hardware flags are among them: a run saved on a GPU can go on on a CPU when the flag says so.
-CHANGEABLE_ON_RESUME = ("max_iters", "patience", "eval_interval", "sample_tokens", "device", "dtype", "compile")
+CHANGEABLE_ON_RESUME = ("max_iters", "time_budget", "patience", "eval_interval", "sample_tokens", "device", "dtype",
+                        "compile")
 # What a run saved before these flags existed did: every run trained with AdamW before --optimizer.
 BEFORE_THE_FLAG = {"optimizer": "adamw"}
 # Where this invocation runs and when it stops, not what the run is: never taken from the saved run. The
@@ -350,13 +381,22 @@ def recipe_asked(argv: list[str]) -> tuple[str | None, str]:
     return (asked.recipe if asked.recipe in RECIPES else None), device_type
 
 
+def budget_recipe(seconds: float, device_type: str) -> str:
+    """The recipe BUDGET_RECIPES picks for a --time-budget of this many seconds on this kind of device."""
+    table = BUDGET_RECIPES["cpu" if device_type == "cpu" else "gpu"]
+    return next(recipe for bound, recipe in table if seconds <= bound)
+
+
 def with_recipe(values: dict, device_type: str) -> dict:
     """values with every setting left unset (None) filled from the named recipe, by default the one for this
-    kind of device, and torch.compile decided for the device where no flag did."""
-    recipe = values["recipe"] or default_recipe(device_type)
+    kind of device (with --time-budget: the one for that budget), and torch.compile decided for the device
+    where no flag did. Under a time budget the recipe's step count and evaluation interval do not apply."""
+    budget = values.get("time_budget")
+    recipe = values["recipe"] or (budget_recipe(budget, device_type) if budget else default_recipe(device_type))
     filled = {**values, "recipe": recipe}
+    timed = budget is not None or "time_budget" in RECIPES[recipe]
     for name, value in RECIPES[recipe].items():
-        if filled[name] is None:
+        if filled.get(name) is None and not (timed and name in STEP_SETTINGS):
             filled[name] = value
     if filled["compile"] is None:
         filled["compile"] = device_type == "cuda"  # on a CPU compiling cost more than it saved (docs/training.md)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import common, default_run, final, speed, swaps, tokenizers
+from experiments import budget, common, default_run, final, speed, swaps, tokenizers
 from machinery.device import cpu_has_fast_bf16
 from machinery.settings import RECIPES
 
@@ -40,6 +40,7 @@ def suite(tmp_path_factory, corpus_path):
         speed.main(["--target-loss", "4.0", *shared])
         default_run.main(shared)
         final.main(shared)
+        budget.main(["--budgets", "20s", "--sizes", "cpu", *shared])  # TOY's --max-iters caps the run at 10 steps
     return dirs
 
 
@@ -142,6 +143,18 @@ def test_default_run_records_what_train_py_wrote(suite):
     assert row[4] == f"{run['best_val_loss']:.4f}" and row[3] == str(records[-1]["step"])
 
 
+def test_budget_study_records_best_pt_on_the_whole_split_as_train_py_wrote_it(suite):
+    result = load(suite, "budget_cpu")
+    run, = result["runs"]
+    last = metrics_of(run)[-1]
+    assert (run["budget_s"], run["recipe"]) == (20, "cpu")
+    assert run["best_val_loss_whole_split"] == last["best_val_loss_whole_split"] and last["time_budget_s"] == 20
+    assert run["best_val_loss_windows"] == min(r["val_loss"] for r in metrics_of(run) if "val_loss" in r)
+    row = table_row(section(suite, "budget_cpu"), "20 s")
+    assert row[1] == "cpu" and row[6] == f"{run['best_val_loss_whole_split']:.4f}"
+    assert row[9] == f"{run['process_seconds']:.0f}"
+
+
 def test_final_comparison_trains_both_presets_the_same_way(suite):
     result = load(suite, "final_cpu")
     vanilla, modern = result["variants"]
@@ -177,7 +190,7 @@ def test_a_finished_run_is_reused_and_the_report_covers_every_results_file(suite
     assert capsys.readouterr().out.count("reusing") == 2
     assert load(suite, "norm")["variants"] == before["variants"]
     text = (suite["docs"] / "results.md").read_text()
-    for name in ("norm", "kvcache", "tokenizers", "speed", "default_cpu", "final_cpu"):
+    for name in ("norm", "kvcache", "tokenizers", "speed", "default_cpu", "final_cpu", "budget_cpu"):
         assert f"\n## {name}:" in text
 
 

@@ -535,7 +535,7 @@ def test_the_settings_a_run_reads_are_every_flag_resolved_once(corpus_path):
     argv = ["--device", "cpu", "--n-layer", "2"]
     resolved, config, changes = settings.resolve(settings.parse_args(argv), settings.given_flags(argv))
     assert changes == [] and resolved.recipe == "cpu" and resolved.n_layer == config.n_layer == 2
-    unset_allowed = {"data", "vocab_size", "attn_dropout", "stop_after_iters"}  # None is a value these take
+    unset_allowed = {"data", "vocab_size", "attn_dropout", "stop_after_iters", "time_budget"}  # None is a value
     assert all(getattr(resolved, name) is not None for name in parser_flags - unset_allowed)
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolved.lr = 1.0  # a run reads its settings; nothing changes them once resolved
