@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                 run = common.train_run(flags, out_dir, args.rerun)
                 seconds = parse_duration(budget)
                 runs[(budget, recipe, seed)] = {
-                    "budget": budget, "budget_s": seconds, "recipe": recipe, "seed": seed,
+                    "budget": budget, "budget_s": seconds, "recipe": recipe, "seed": seed, "out_dir": run["out_dir"],
                     "load_average_at_start": load_average, "params": run["params"],
                     "best_val_loss_whole_split": run["best_val_loss_whole_split"],
                     "best_val_bpc_whole_split": run["best_val_bpc_whole_split"],
