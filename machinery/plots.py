@@ -13,6 +13,17 @@ matplotlib.use("Agg")  # files only, no window: works on servers, in CI and in n
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(figure: plt.Figure, axes: plt.Axes, path: Path, xlabel: str, ylabel: str) -> None:
+    """Label the axes, add a grid and the legend, and write the figure to path as a PNG."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_training_curves(records: list[dict], path: Path) -> None:
     """Train and val loss against step for one run (records as in metrics.jsonl)."""
     figure, axes = plt.subplots(figsize=(7, 4))
@@ -22,13 +33,7 @@ def plot_training_curves(records: list[dict], path: Path) -> None:
         axes.plot(*zip(*train, strict=True), label="train (mean over interval)")
     if val:
         axes.plot(*zip(*val, strict=True), label="val", marker="o", markersize=3)
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss (nats per token)")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, axes, path, "step", "loss (nats per token)")
 
 
 def plot_against_budget(lines: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
@@ -43,13 +48,7 @@ def plot_against_budget(lines: dict[str, list[tuple[float, float]]], path: Path,
         axes.scatter([m for m, _ in points], [loss for _, loss in points], color=line.get_color(), s=10, alpha=0.6)
     axes.set_xscale("log")
     axes.set_title(title)
-    axes.set_xlabel("time budget (minutes, whole process)")
-    axes.set_ylabel("best val loss, whole val split")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, axes, path, "time budget (minutes, whole process)", "best val loss, whole val split")
 
 
 def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]], path: Path,
@@ -69,13 +68,7 @@ def plot_val_curves(curves: dict[str, tuple[list[int], list[float], list[float]]
         axes.annotate(label, (0, value), xycoords=("axes fraction", "data"), xytext=(4, 3),
                       textcoords="offset points", fontsize=8, color="grey")
     axes.set_title(title)
-    axes.set_xlabel("step")
-    axes.set_ylabel(ylabel)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, axes, path, "step", ylabel)
 
 
 def plot_effects(effects: list[tuple[str, float, float, float]], path: Path, title: str,
