@@ -19,8 +19,7 @@ estimate_loss), set_up, then train(): the loop, whose steps evaluate and checkpo
 stop, take one optimizer step, and log. Bookkeeping lives in machinery/: settings.py (every flag and the
 recipes), budget.py (where the run ends: --max-iters or --time-budget), checkpoint.py (saving, resuming),
 guards.py (what stops a run cleanly), distributed.py (processes, signals), progress.py (timings and the
-metrics file). Output in --out-dir: best.pt and
-last.pt, metrics.jsonl and loss.png.
+metrics file). Output in --out-dir: best.pt and last.pt, metrics.jsonl and loss.png.
 """
 
 from __future__ import annotations
@@ -175,8 +174,8 @@ def set_up(argv: list[str] | None, processes: distributed.Processes, out_dir_loc
     s, config, changes = settings.resolve(args, given, saved, processes.world)
     if processes.is_main and changes:
         print(f"resuming with {'; '.join(changes)}")
-    guards.check_not_finished(saved and saved["step"], s.max_iters, out_dir, saved.get("budget_spent_s", 0.0)
-                              if saved else 0.0, s.time_budget)
+    spent = saved.get("budget_spent_s", 0.0) if saved else 0.0  # of the --time-budget; older runs recorded none
+    guards.check_not_finished(saved and saved["step"], s.max_iters, out_dir, spent, s.time_budget)
     device = pick_device(s.device)
     if device.type == "cuda" and processes.world > 1:
         device = torch.device("cuda", processes.local_rank)
