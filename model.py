@@ -149,7 +149,7 @@ class Dropout(nn.Module):
     nn.Dropout does, written out because its mask is slower to draw on a CPU (docs/model.md).
 
     Each element's draw is a uniform integer u in [0, 2^15), dropped when u < p * 2^15: p is rounded to a
-    multiple of 2^-15 (0.2 becomes 0.199982), and the kept ones are scaled by that rate's 1/(1-p)."""
+    multiple of 2^-15 (0.2 becomes 0.200012), and the kept ones are scaled by that rate's 1/(1-p)."""
 
     LEVELS = 2**15  # int16's random_() draws from [0, 2^15): half the random bits of torch.rand's float
 
