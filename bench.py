@@ -22,6 +22,7 @@ import argparse
 import functools
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ from generate import generate_tokens, warm_up_compiled_step
 from machinery.device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
 from machinery.guards import silence_closed_stdout
 from machinery.optim import OPTIMIZERS
-from machinery.results import RESULTS_DIR, ROOT, markdown_table, provenance, write_results
+from machinery.results import RESULTS_DIR, ROOT, markdown_table, optional, provenance, write_results
 from machinery.settings import RECIPES, Settings, given_flags, parse_args, resolve
 from model import ATTENTIONS, GPT, PRESETS, GPTConfig
 
@@ -93,21 +94,45 @@ def seconds_to_read_weights(model: GPT, device: torch.device, repeats: int = 50)
                           repeats, warmup=5)
 
 
-def cold_compile_seconds(model: GPT) -> float:
-    """Seconds to compile the decode step as a first run on a machine does: with nothing compiled in this
-    process (torch._dynamo.reset) and an empty on-disk cache (a new TORCHINDUCTOR_CACHE_DIR), which a
-    later process would otherwise reuse to compile in a fraction of the time."""
+def compile_seconds(model: GPT, cache_dir: str) -> float:
+    """Seconds to compile the decode step with nothing compiled in this process (torch._dynamo.reset) and
+    torch's on-disk cache at cache_dir: empty, it is a first run on a machine; filled by an earlier compile,
+    it is a later run (see compile_seconds_in_new_process)."""
     torch._dynamo.reset()
     previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    with tempfile.TemporaryDirectory() as empty:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = empty
-        try:
-            return warm_up_compiled_step(model)
-        finally:
-            if previous is None:
-                del os.environ["TORCHINDUCTOR_CACHE_DIR"]
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    try:
+        return warm_up_compiled_step(model)
+    finally:
+        if previous is None:
+            del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+
+
+def compile_seconds_in_new_process(preset: str, dtype: torch.dtype, device: torch.device, cache_dir: str) -> float:
+    """Seconds a later run of generate.py spends compiling the decode step: a new Python process, with the
+    cache an earlier compile left at cache_dir (as generate.py keeps it in ~/.cache/tinygpt/compiled), and
+    the threads of this one. torch's import is not counted: a run pays it whether it compiles or not."""
+    code = (f"import torch, bench; torch.set_num_threads({torch.get_num_threads()}); "
+            f"print(bench.compile_seconds(bench.random_model({preset!r}, torch.{dtype_name(dtype)}, {str(device)!r}), "
+            f"{cache_dir!r}))")
+    child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        raise RuntimeError(f"compiling in a new process failed: {child.stderr.strip().splitlines()[-1:]}")
+    return float(child.stdout.strip().splitlines()[-1])
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """float32 for torch.float32."""
+    return str(dtype).removeprefix("torch.")
+
+
+def random_model(preset: str, dtype: torch.dtype, device: str | torch.device) -> GPT:
+    """The preset with seed-0 random weights (speed ignores them), in dtype on device, in eval mode."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        return GPT(GPTConfig.from_preset(preset)).to(dtype).eval()
 
 
 # The ways bench.py generate decodes: (name, KV cache, compiled decode step).
@@ -116,8 +141,11 @@ DECODING_PATHS = (("no cache", False, False), ("KV cache", True, False), ("KV ca
 
 def bench_generate(args: argparse.Namespace) -> dict:
     """Tokens/s at batch 1 per preset, the median of a few runs: without the KV cache, with it, and with the
-    decode step compiled (its compile time measured apart, and the number of tokens after which compiling
-    pays off), each beside the limit its weight reads set, in the precision generate.py stores weights in."""
+    decode step compiled (its compile time measured apart, as a first run pays it and as a later run does
+    with the cache the first one left, and the number of tokens after which compiling pays off in each case),
+    each beside the limit its weight reads set (measured before each way of decoding; the median of those),
+    in the precision generate.py stores weights in. The worst run's fraction of the limit is kept beside
+    the median's."""
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     info = run_info(device, dtype, args.command)
@@ -126,36 +154,49 @@ def bench_generate(args: argparse.Namespace) -> dict:
         f"with the KV cache and {args.no_cache_repeats} without")
     rows, measurements = [], []
     for preset in args.preset:
-        torch.manual_seed(0)
-        with torch.device(device):  # random weights: speed ignores them
-            model = GPT(GPTConfig.from_preset(preset)).to(dtype).eval()
-        with torch.inference_mode():
-            weight_read_s = seconds_to_read_weights(model, device)
+        model = random_model(preset, dtype, device)
+        preset_results, weight_reads = [], []
         for name, use_kv_cache, compiled in paths:
+            compile_s = compile_warm_s = None
             with torch.inference_mode():
-                compile_s = cold_compile_seconds(model) if compiled else None
+                weight_reads.append(seconds_to_read_weights(model, device))  # the limit, near in time to the runs
+                if compiled:
+                    with tempfile.TemporaryDirectory() as cache_dir:
+                        compile_s = compile_seconds(model, cache_dir)
+                        compile_warm_s = compile_seconds_in_new_process(preset, dtype, device, cache_dir)
                 seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device, compiled)  # first calls allocate
                 runs = [args.new_tokens / seconds_to_generate(model, args.new_tokens, use_kv_cache, device, compiled)
                         for _ in range(args.repeats if use_kv_cache else args.no_cache_repeats)]
-            rate = statistics.median(runs)
-            result = {"preset": preset, "params": model.num_params(), "path": name,
-                      "dtype": info["dtype"], "tokens_per_s": round(rate, 1),
-                      "runs": [round(x, 1) for x in runs], "weight_read_ms": round(weight_read_s * 1e3, 3),
-                      "weight_read_limit_tokens_per_s": round(1 / weight_read_s, 1),
-                      "fraction_of_limit": round(rate * weight_read_s, 3),
-                      "compile_s": None if compile_s is None else round(compile_s, 2)}
-            if compiled:  # compiling pays off once the time it saves per token adds up to its compile time
-                eager = next(m for m in measurements if m["preset"] == preset and m["path"] == "KV cache")
+            preset_results.append({"preset": preset, "params": model.num_params(), "path": name,
+                                   "dtype": info["dtype"], "tokens_per_s": round(statistics.median(runs), 1),
+                                   "runs": [round(x, 1) for x in runs],
+                                   "compile_s": None if compile_s is None else round(compile_s, 2),
+                                   "compile_cached_s": None if compile_warm_s is None else round(compile_warm_s, 2)})
+        weight_read_s = statistics.median(weight_reads)
+        for result in preset_results:
+            rate = result["tokens_per_s"]
+            result.update({"weight_read_ms": round(weight_read_s * 1e3, 3),
+                           "weight_read_ms_each": [round(x * 1e3, 3) for x in weight_reads],
+                           "weight_read_limit_tokens_per_s": round(1 / weight_read_s, 1),
+                           "fraction_of_limit": round(rate * weight_read_s, 3),
+                           "fraction_of_limit_worst_run": round(min(result["runs"]) * weight_read_s, 3)})
+            if result["compile_s"] is not None:  # compiling pays off once the time it saves adds up to its cost
+                eager = next(r for r in preset_results if r["path"] == "KV cache")
                 saved_per_token = 1 / eager["tokens_per_s"] - 1 / rate
-                result["break_even_tokens"] = round(compile_s / saved_per_token) if saved_per_token > 0 else None
+                for key, seconds in (("break_even_tokens", result["compile_s"]),
+                                     ("break_even_tokens_cached", result["compile_cached_s"])):
+                    result[key] = round(seconds / saved_per_token) if saved_per_token > 0 else None
             measurements.append(result)
-            rows.append([preset, name, result["dtype"], f"{rate:,.0f}", f"{1 / weight_read_s:,.0f}",
-                         f"{rate * weight_read_s:.0%}", "" if compile_s is None else f"{compile_s:.1f}",
-                         f"{result['break_even_tokens']:,}" if result.get("break_even_tokens") else ""])
-            say(f"{preset}, {name}, {result['dtype']}: {rate:,.0f} tokens/s, {rate * weight_read_s:.0%} of the "
-                f"{1 / weight_read_s:,.0f} tokens/s its weight reads allow")
+            rows.append([preset, result["path"], result["dtype"], f"{rate:,.0f}", f"{1 / weight_read_s:,.0f}",
+                         f"{result['fraction_of_limit']:.0%}", f"{result['fraction_of_limit_worst_run']:.0%}",
+                         optional(result["compile_s"], ".1f"), optional(result["compile_cached_s"], ".1f"),
+                         optional(result.get("break_even_tokens"), ","),
+                         optional(result.get("break_even_tokens_cached"), ",")])
+            say(f"{preset}, {result['path']}, {result['dtype']}: {rate:,.0f} tokens/s, {result['fraction_of_limit']:.0%} "
+                f"of the {1 / weight_read_s:,.0f} tokens/s its weight reads allow")
     table = "\n".join(markdown_table(["preset", "decoding", "weights", "tok/s", "weight-read limit tok/s",
-                                      "of the limit", "compile s", "compiling pays off after (tokens)"], rows))
+                                      "of the limit", "worst run", "compile s, first run", "compile s, cached",
+                                      "pays off after (tokens), first run", "pays off after, cached"], rows))
     settings = {"new_tokens": args.new_tokens, "prompt_tokens": 1, "batch_size": 1, "temperature": 1.0,
                 "repeats": args.repeats, "no_cache_repeats": args.no_cache_repeats,
                 "warmup_tokens": args.warmup_tokens, "compile": args.compile}

@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from machinery.checkpoint import load_checkpoint, load_model
-from machinery.compiling import compiled
+from machinery.compiling import compiled, compiled_before, step_key
 from machinery.device import describe_device, pick_device, pick_dtype
 from machinery.generation import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -277,14 +277,18 @@ def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     scenes = len(DEMO_PROMPTS) if args.demo else 1
-    compile_step = compile_pays_off(args.compile, args.use_kv_cache, args.max_new_tokens * args.num_samples * scenes)
     path = Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "best.pt"
     model, tokenizer = load(path, device, args.dtype)
     prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
-    if compile_step:
-        compile_step = compile_for_generation(lambda: warm_up_compiled_step(model), asked=bool(args.compile))
+    key = step_key(model)  # what an earlier run compiled for this model is kept on disk: machinery/compiling.py
+    cached = compiled_before(key)
+    tokens = args.max_new_tokens * args.num_samples * scenes
+    if compile_pays_off(args.compile, args.use_kv_cache, tokens, cached):
+        compile_step = compile_for_generation(lambda: warm_up_compiled_step(model), bool(args.compile), key, cached)
+    else:
+        compile_step = False
     dtype = next(model.parameters()).dtype
     print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
           f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as `uv run experiments/report.py`: make the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common, stats  # noqa: E402
-from machinery.results import markdown_table  # noqa: E402
+from machinery.results import markdown_table, optional  # noqa: E402
 
 ORDER = ("ladder", "ladder_full", "default_cpu", "default_cuda", "default_mps", "final_cuda", "final_mps", "final_cpu",
          "norm", "mlp", "pos", "modern", "pos_scale", "kvcache", "tokenizers", "speed")  # others follow, by name
@@ -39,10 +39,6 @@ def spread_text(stat: dict | None, spec: str = ".4f") -> str:
         return "—"
     mean = format(stat["mean"], spec)
     return mean if stat["n"] == 1 else f"{mean} ± {format(stat['std'], spec)}"
-
-
-def optional(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
 
 
 def setting_text(result: dict, seeds: list[int]) -> str:

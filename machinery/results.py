@@ -56,6 +56,11 @@ def provenance(device: torch.device, command: list[str]) -> dict:
             "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+def optional(value: float | None, spec: str) -> str:
+    """value formatted with spec, or a dash for None (a table cell that does not apply)."""
+    return "—" if value is None else format(value, spec)
+
+
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     """The lines of a markdown table, one per row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

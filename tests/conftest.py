@@ -50,6 +50,19 @@ def one_cpu_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def compile_cache_of_this_session(tmp_path_factory):
+    """torch.compile's cache, and generate.py's list of what it compiled, in a folder of this test session
+    (processes the tests start inherit it), never the user's ~/.cache/tinygpt/compiled."""
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("compiled"))
+    yield
+    if previous is None:
+        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    else:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+
+
 # ----------------------------------------------------------------------------------------------------
 # The inspector: small trained checkpoints, and inspect_model.py running as a real server process
 

@@ -25,8 +25,14 @@ from generate import (
 )
 from machinery import device
 from machinery.checkpoint import make_checkpoint, save_checkpoint
-from machinery.compiling import compiled_graph
-from machinery.generation import StreamDecoder, compile_for_generation
+from machinery.compiling import COMPILED_LIST, compiled_before, compiled_graph, compiled_list, step_key
+from machinery.generation import (
+    COMPILE_PAYS_OFF_AFTER,
+    COMPILE_PAYS_OFF_AFTER_CACHED,
+    StreamDecoder,
+    compile_for_generation,
+    compile_pays_off,
+)
 from model import GPT, PRESETS, GPTConfig
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -325,6 +331,7 @@ def test_cli_compiles_the_decode_step_when_asked_and_prints_the_eager_text(cli, 
     assert result.returncode == 0, result.stderr
     assert "[compiled the decode step in" in result.stderr and "decode step compiled" in result.stderr
     model, tokenizer = load(checkpoint_dir, device="cpu", dtype="float32")
+    assert compiled_before(step_key(model))  # listed in the cache, for the next run
     text = sample(model, tokenizer, "ROMEO:", 40, seed=3)
     assert result.stdout == text + ("" if text.endswith("\n") else "\n")
 
@@ -376,7 +383,9 @@ def test_in_bfloat16_cached_logits_agree_with_uncached_to_bfloat16_precision(pre
         assert (cached_logits - full_logits).abs().max().item() <= 8 * 2**-8 * scale, f"step {t}"
 
 
-def test_compiling_says_so_before_the_wait_and_drops_torchs_no_cuda_runtime_line(capsys, caplog):
+def test_compiling_says_so_before_the_wait_and_drops_torchs_no_cuda_runtime_line(capsys, caplog, tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     said_before = []
 
     def warm_up() -> float:  # what compiling does on a CPU-only machine with a CUDA toolkit installed
@@ -386,10 +395,51 @@ def test_compiling_says_so_before_the_wait_and_drops_torchs_no_cuda_runtime_line
         logging.getLogger("torch.utils.cpp_extension").warning("another warning")
         return 12.5
 
-    assert compile_for_generation(warm_up, asked=False)
+    assert compile_for_generation(warm_up, asked=False, key="k", cached=False)
     assert said_before == ["compiling the decode step (once, some seconds)...\n"]
     assert [record.getMessage() for record in caplog.records] == ["another warning"]
     assert capsys.readouterr().err.endswith("another warning\n[compiled the decode step in 12.5 s]\n")
+    assert compiled_before("k") and not compiled_before("another key")  # listed for the next run
+
+
+def test_compiling_caches_into_the_cache_dir_and_a_failed_list_write_is_said(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = tmp_path / "tinygpt" / "compiled"
+    seen = []
+    assert compile_for_generation(lambda: seen.append(os.environ["TORCHINDUCTOR_CACHE_DIR"]) or 1.0,
+                                  asked=False, key="k", cached=False)
+    assert seen == [str(cache)] and "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # set while compiling only
+    assert compiled_before("k")
+    (cache / COMPILED_LIST).unlink()
+    (cache / COMPILED_LIST).mkdir()  # a list that cannot be written: compiled all the same, and said
+    assert compile_for_generation(lambda: 1.0, asked=False, key="k", cached=False)
+    assert "the next run will compile it from the start" in capsys.readouterr().err
+
+
+def test_compiling_pays_off_for_fewer_tokens_once_an_earlier_run_compiled_the_step():
+    assert COMPILE_PAYS_OFF_AFTER_CACHED <= COMPILE_PAYS_OFF_AFTER
+    for cached, threshold in ((False, COMPILE_PAYS_OFF_AFTER), (True, COMPILE_PAYS_OFF_AFTER_CACHED)):
+        assert not compile_pays_off(None, True, threshold - 1, cached)
+        assert compile_pays_off(None, True, threshold, cached)
+        assert not compile_pays_off(None, False, threshold, cached)  # it compiles the step through the cache
+        assert compile_pays_off(True, True, 1, cached) and not compile_pays_off(False, True, 10**9, cached)
+
+
+def test_a_compiled_step_is_named_by_what_it_is_compiled_for():
+    key = step_key(tiny_model("modern"))
+    assert step_key(tiny_model("modern", seed=1)) == key  # other weights, the same graph
+    assert step_key(tiny_model("modern").to(torch.bfloat16)) != key
+    assert step_key(tiny_model("vanilla")) != key
+    assert step_key(tiny_model("modern"), batch_size=2) != key
+
+
+def test_an_unreadable_list_of_compiled_steps_is_an_empty_one(tmp_path):
+    assert compiled_list(tmp_path) == {}
+    (tmp_path / COMPILED_LIST).write_text("{not json")
+    assert compiled_list(tmp_path) == {}
+    (tmp_path / COMPILED_LIST).write_text("[1, 2]")
+    assert compiled_list(tmp_path) == {}
 
 
 def test_generate_help_wraps_as_wide_as_train_help(capsys):

@@ -157,11 +157,30 @@ def test_written_out_attention_equals_pytorchs_fused_kernel_with_and_without_a_m
     assert torch.allclose(attention(q[:, :, 4:], k, v, mask), expected, atol=1e-12)
 
 
-def test_auto_attention_is_chosen_once_from_where_the_model_is_built():
-    assert not tiny_model(attention="auto").transformer.h[0].attn.fused  # built on the CPU: written out
-    assert tiny_model(attention="fused").transformer.h[0].attn.fused
-    with torch.device("meta"):  # any device but the CPU takes the fused kernel
-        assert GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=1, n_head=2, n_embd=8)).transformer.h[0].attn.fused
+def test_auto_attention_is_chosen_from_where_the_model_is_built_and_whether_gradients_flow():
+    attn = tiny_model(attention="auto").transformer.h[0].attn  # built on the CPU
+    assert not attn.fused and attn.fused_without_grad  # written out where it trains, fused where it does not
+    manual = tiny_model(attention="manual").transformer.h[0].attn
+    assert not manual.fused and not manual.fused_without_grad
+    fused = tiny_model(attention="fused").transformer.h[0].attn
+    assert fused.fused and fused.fused_without_grad
+    with torch.device("meta"):  # any device but the CPU takes the fused kernel, with or without gradients
+        attn = GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=1, n_head=2, n_embd=8)).transformer.h[0].attn
+        assert attn.fused and attn.fused_without_grad
+
+
+def test_auto_attention_on_a_cpu_runs_the_fused_kernel_only_without_gradients(monkeypatch):
+    calls = []
+    fused_kernel = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused_kernel(*a, **k))
+    model = tiny_model(attention="auto").eval()
+    idx = torch.randint(0, model.config.vocab_size, (2, 8))
+    with_grad, _ = model(idx)
+    assert not calls  # training's path: the written-out formula
+    with torch.no_grad():
+        without_grad, _ = model(idx)
+    assert len(calls) == model.config.n_layer  # evaluation's and generation's path: the fused kernel
+    torch.testing.assert_close(without_grad, with_grad.detach())  # the same function either way
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
