@@ -110,13 +110,16 @@ def compile_seconds(model: GPT, cache_dir: str) -> float:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
 
 
-def compile_seconds_in_new_process(preset: str, dtype: torch.dtype, device: torch.device, cache_dir: str) -> float:
-    """Seconds a later run of generate.py spends compiling the decode step: a new Python process, with the
-    cache an earlier compile left at cache_dir (as generate.py keeps it in ~/.cache/tinygpt/compiled), and
-    the threads of this one. torch's import is not counted: a run pays it whether it compiles or not."""
+def compile_seconds_in_new_process(preset: str, dtype: torch.dtype, device: torch.device, attention: str | None,
+                                   cache_dir: str) -> float:
+    """Seconds a run of generate.py spends compiling the decode step: a new Python process (so nothing of
+    torch.compile is loaded or compiled yet), torch's on-disk cache at cache_dir, and the threads of this
+    one. With an empty cache_dir it is a first run on a machine; with the cache a first run left, a later
+    one (as generate.py keeps it in ~/.cache/tinygpt/compiled). torch's import is not counted: a run pays
+    it whether it compiles or not."""
+    model = f"bench.random_model({preset!r}, torch.{dtype_name(dtype)}, {str(device)!r}, {attention!r})"
     code = (f"import torch, bench; torch.set_num_threads({torch.get_num_threads()}); "
-            f"print(bench.compile_seconds(bench.random_model({preset!r}, torch.{dtype_name(dtype)}, {str(device)!r}), "
-            f"{cache_dir!r}))")
+            f"print(bench.compile_seconds({model}, {cache_dir!r}))")
     child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     if child.returncode != 0:
         raise RuntimeError(f"compiling in a new process failed: {child.stderr.strip().splitlines()[-1:]}")
@@ -128,11 +131,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def random_model(preset: str, dtype: torch.dtype, device: str | torch.device) -> GPT:
-    """The preset with seed-0 random weights (speed ignores them), in dtype on device, in eval mode."""
+def random_model(preset: str, dtype: torch.dtype, device: str | torch.device, attention: str | None = None) -> GPT:
+    """The preset with seed-0 random weights (speed ignores them), in dtype on device, in eval mode, with
+    the attention path given (default: the preset's own)."""
     torch.manual_seed(0)
+    overrides = {} if attention is None else {"attention": attention}
     with torch.device(device):
-        return GPT(GPTConfig.from_preset(preset)).to(dtype).eval()
+        return GPT(GPTConfig.from_preset(preset, **overrides)).to(dtype).eval()
 
 
 # The ways bench.py generate decodes: (name, KV cache, compiled decode step).
@@ -145,7 +150,7 @@ def bench_generate(args: argparse.Namespace) -> dict:
     with the cache the first one left, and the number of tokens after which compiling pays off in each case),
     each beside the limit its weight reads set (measured before each way of decoding; the median of those),
     in the precision generate.py stores weights in. The worst run's fraction of the limit is kept beside
-    the median's."""
+    the median's. Both compile times are a new process's (compile_seconds_in_new_process)."""
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     info = run_info(device, dtype, args.command)
@@ -154,7 +159,7 @@ def bench_generate(args: argparse.Namespace) -> dict:
         f"with the KV cache and {args.no_cache_repeats} without")
     rows, measurements = [], []
     for preset in args.preset:
-        model = random_model(preset, dtype, device)
+        model = random_model(preset, dtype, device, args.attention)
         preset_results, weight_reads = [], []
         for name, use_kv_cache, compiled in paths:
             compile_s = compile_warm_s = None
@@ -162,8 +167,10 @@ def bench_generate(args: argparse.Namespace) -> dict:
                 weight_reads.append(seconds_to_read_weights(model, device))  # the limit, near in time to the runs
                 if compiled:
                     with tempfile.TemporaryDirectory() as cache_dir:
-                        compile_s = compile_seconds(model, cache_dir)
-                        compile_warm_s = compile_seconds_in_new_process(preset, dtype, device, cache_dir)
+                        compile_s, compile_warm_s = (
+                            compile_seconds_in_new_process(preset, dtype, device, args.attention, cache_dir)
+                            for _ in range(2))  # the first into an empty cache, the second from what it left
+                        compile_seconds(model, cache_dir)  # then here, for the runs below
                 seconds_to_generate(model, args.warmup_tokens, use_kv_cache, device, compiled)  # first calls allocate
                 runs = [args.new_tokens / seconds_to_generate(model, args.new_tokens, use_kv_cache, device, compiled)
                         for _ in range(args.repeats if use_kv_cache else args.no_cache_repeats)]
@@ -199,7 +206,7 @@ def bench_generate(args: argparse.Namespace) -> dict:
                                       "pays off after (tokens), first run", "pays off after, cached"], rows))
     settings = {"new_tokens": args.new_tokens, "prompt_tokens": 1, "batch_size": 1, "temperature": 1.0,
                 "repeats": args.repeats, "no_cache_repeats": args.no_cache_repeats,
-                "warmup_tokens": args.warmup_tokens, "compile": args.compile}
+                "warmup_tokens": args.warmup_tokens, "compile": args.compile, "attention": args.attention}
     return {"benchmark": "generate", **info, "settings": settings, "results": measurements, "table": table}
 
 
@@ -397,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "own, as train.py --preset uses)")
     train.add_argument("--attention", choices=ATTENTIONS, default=None,
                        help="attention path for every preset (default: the preset's own, auto: fused on a GPU, "
-                            "written out on a CPU)")
+                            "written out where a CPU trains)")
     train.add_argument("--attn-dropout", type=float, default=None,
                        help="dropout on the attention weights for every preset (default: the preset's own: the "
                             "same as --dropout)")
@@ -431,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="tokens generated once, untimed, before measuring (default: 20)")
     generate.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                           help="also measure the compiled decode step, and its compile time (default: on)")
+    generate.add_argument("--attention", choices=ATTENTIONS, default=None,
+                          help="attention path for every preset (default: the preset's own, auto: fused on a GPU; "
+                               "on a CPU fused eagerly, written out compiled)")
     generate.set_defaults(run=bench_generate)
     return parser
 

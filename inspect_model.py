@@ -107,19 +107,19 @@ def trace(model: GPT, ids: list[int]) -> Trace:
     for block in blocks:
         hooks.append(block.attn.attn_dropout.register_forward_hook(keep_output(attention)))
         hooks.append(block.register_forward_hook(keep_output(residual)))
-    paths = [(block.attn.fused, block.attn.fused_without_grad) for block in blocks]
+    paths = [(block.attn.fused, block.attn.fused_in_eager_inference) for block in blocks]
     was_training = model.training
     try:
         model.eval()  # no dropout: in training mode the captured weights would be randomly zeroed
         for block in blocks:
-            block.attn.fused = block.attn.fused_without_grad = False
+            block.attn.fused = block.attn.fused_in_eager_inference = False
         device = next(model.parameters()).device
         logits, _ = model(torch.tensor([ids], dtype=torch.long, device=device))
     finally:
         for hook in hooks:
             hook.remove()
-        for block, (fused, fused_without_grad) in zip(blocks, paths, strict=True):
-            block.attn.fused, block.attn.fused_without_grad = fused, fused_without_grad
+        for block, (fused, fused_in_eager_inference) in zip(blocks, paths, strict=True):
+            block.attn.fused, block.attn.fused_in_eager_inference = fused, fused_in_eager_inference
         model.train(was_training)
     T, config = len(ids), model.config
     # A model with no blocks (n_layer 0, the ladder's bigram network) has no attention to show.

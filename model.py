@@ -278,11 +278,12 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = Dropout(config.attention_dropout)
         self.resid_dropout = Dropout(config.dropout)
         # The fused kernel computes the same as attention(). "auto" takes it where the model is built on a GPU,
-        # as train.py and generate.py build it; on a CPU, only where no gradient is taken (evaluation and
-        # generation): the written-out formula trains faster there, the fused kernel runs faster (docs/model.md).
+        # as train.py and generate.py build it; on a CPU only where it runs eagerly without gradients
+        # (evaluation, generation): the written-out formula trains faster there, and compiled it fuses with
+        # what is around it (docs/model.md).
         on_gpu = torch.get_default_device().type != "cpu"
         self.fused = config.attention == "fused" or (config.attention == "auto" and on_gpu)
-        self.fused_without_grad = self.fused or config.attention == "auto"
+        self.fused_in_eager_inference = self.fused or config.attention == "auto"
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 kv_cache: KVCache | None) -> torch.Tensor:
@@ -296,7 +297,8 @@ class CausalSelfAttention(nn.Module):
         mask = None  # without a cache: the causal triangle
         if kv_cache is not None:  # keys and values of every position so far; mask (T, max_len)
             k, v, mask = kv_cache.update(self.layer, k, v)
-        fused = self.fused if torch.is_grad_enabled() else self.fused_without_grad
+        eager_inference = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        fused = self.fused_in_eager_inference if eager_inference else self.fused
         if fused:
             dropout_p = self.attn_dropout.p if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)

@@ -157,19 +157,19 @@ def test_written_out_attention_equals_pytorchs_fused_kernel_with_and_without_a_m
     assert torch.allclose(attention(q[:, :, 4:], k, v, mask), expected, atol=1e-12)
 
 
-def test_auto_attention_is_chosen_from_where_the_model_is_built_and_whether_gradients_flow():
+def test_auto_attention_is_chosen_from_where_the_model_is_built_and_how_it_runs():
     attn = tiny_model(attention="auto").transformer.h[0].attn  # built on the CPU
-    assert not attn.fused and attn.fused_without_grad  # written out where it trains, fused where it does not
+    assert not attn.fused and attn.fused_in_eager_inference  # written out, but fused eagerly without gradients
     manual = tiny_model(attention="manual").transformer.h[0].attn
-    assert not manual.fused and not manual.fused_without_grad
+    assert not manual.fused and not manual.fused_in_eager_inference
     fused = tiny_model(attention="fused").transformer.h[0].attn
-    assert fused.fused and fused.fused_without_grad
+    assert fused.fused and fused.fused_in_eager_inference
     with torch.device("meta"):  # any device but the CPU takes the fused kernel, with or without gradients
         attn = GPT(GPTConfig(vocab_size=23, block_size=16, n_layer=1, n_head=2, n_embd=8)).transformer.h[0].attn
-        assert attn.fused and attn.fused_without_grad
+        assert attn.fused and attn.fused_in_eager_inference
 
 
-def test_auto_attention_on_a_cpu_runs_the_fused_kernel_only_without_gradients(monkeypatch):
+def test_auto_attention_on_a_cpu_runs_the_fused_kernel_only_eagerly_without_gradients(monkeypatch):
     calls = []
     fused_kernel = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused_kernel(*a, **k))
@@ -179,8 +179,12 @@ def test_auto_attention_on_a_cpu_runs_the_fused_kernel_only_without_gradients(mo
     assert not calls  # training's path: the written-out formula
     with torch.no_grad():
         without_grad, _ = model(idx)
-    assert len(calls) == model.config.n_layer  # evaluation's and generation's path: the fused kernel
-    torch.testing.assert_close(without_grad, with_grad.detach())  # the same function either way
+        assert len(calls) == model.config.n_layer  # evaluation's and generation's path: the fused kernel
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        compiled, _ = model(idx)
+        assert len(calls) == model.config.n_layer  # as torch.compile traces it: written out, to fuse with the rest
+    torch.testing.assert_close(without_grad, with_grad.detach())  # the same function on every path
+    torch.testing.assert_close(compiled, with_grad.detach())
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
