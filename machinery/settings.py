@@ -65,9 +65,10 @@ RECIPES: dict[str, dict] = {
     "full-size-cpu": dict(preset="modern", optimizer="adamw", dropout=0.0, batch_size=16, lr=2e-3, min_lr=2e-4,
                           warmup_iters=50, max_iters=800, eval_interval=100, eval_windows=100, beta2=0.99),
     # Time budgets on a CPU (--time-budget, machinery/budget.py), chosen by experiments.budget (docs/results.md,
-    # budget_cpu): cpu-10m reached the best val loss in 10 minutes on 2 cores, cpu (above) in 1 and 3. cpu-1h,
-    # a larger model for an hour, is not measured at an hour yet. Dropout only on the residual branches: masks
-    # over every attention matrix cost a CPU more time than they buy in so short a run.
+    # budget_cpu): cpu-10m reached the best val loss in 10 minutes on 2 cores, cpu (above) in 1 and 3. At 30
+    # minutes only cpu-10m is measured (its val loss rises over the last third: it overfits), at an hour only
+    # cpu-1h, a larger model (which overfits in its last minutes). Dropout only on the residual branches:
+    # masks over every attention matrix cost a CPU more time than they buy in so short a run.
     "cpu-10m": dict(preset="small", optimizer="muon", n_layer=6, n_head=6, n_embd=192, dropout=0.1,
                     attn_dropout=0.0, batch_size=32, lr=1e-2, min_lr=1e-3, warmup_iters=50, eval_windows=100,
                     beta2=0.99, time_budget=600.0),
