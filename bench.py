@@ -199,8 +199,8 @@ def bench_generate(args: argparse.Namespace) -> dict:
                          optional(result["compile_s"], ".1f"), optional(result["compile_cached_s"], ".1f"),
                          optional(result.get("break_even_tokens"), ","),
                          optional(result.get("break_even_tokens_cached"), ",")])
-            say(f"{preset}, {result['path']}, {result['dtype']}: {rate:,.0f} tokens/s, {result['fraction_of_limit']:.0%} "
-                f"of the {1 / weight_read_s:,.0f} tokens/s its weight reads allow")
+            say(f"{preset}, {result['path']}, {result['dtype']}: {rate:,.0f} tokens/s, "
+                f"{result['fraction_of_limit']:.0%} of the {1 / weight_read_s:,.0f} tokens/s its weight reads allow")
     table = "\n".join(markdown_table(["preset", "decoding", "weights", "tok/s", "weight-read limit tok/s",
                                       "of the limit", "worst run", "compile s, first run", "compile s, cached",
                                       "pays off after (tokens), first run", "pays off after, cached"], rows))
