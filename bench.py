@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import torch
 
 import train
 from generate import generate_tokens, warm_up_compiled_step
+from machinery.compiling import inductor_cache_at
 from machinery.device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
 from machinery.guards import silence_closed_stdout
 from machinery.optim import OPTIMIZERS
@@ -99,15 +99,8 @@ def compile_seconds(model: GPT, cache_dir: str) -> float:
     torch's on-disk cache at cache_dir: empty, it is a first run on a machine; filled by an earlier compile,
     it is a later run (see compile_seconds_in_new_process)."""
     torch._dynamo.reset()
-    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
-    try:
+    with inductor_cache_at(cache_dir):
         return warm_up_compiled_step(model)
-    finally:
-        if previous is None:
-            del os.environ["TORCHINDUCTOR_CACHE_DIR"]
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
 
 
 def compile_seconds_in_new_process(preset: str, dtype: torch.dtype, device: torch.device, attention: str | None,

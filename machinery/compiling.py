@@ -90,19 +90,23 @@ def compile_cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def caching_compiled_code() -> Iterator[Path]:
-    """A block in which torch.compile reads and writes its cache in compile_cache_dir() (yielded); the
-    environment is as it was afterwards."""
-    directory = compile_cache_dir()
+def inductor_cache_at(directory: str | Path) -> Iterator[None]:
+    """A block in which torch.compile reads and writes its on-disk cache in directory
+    ($TORCHINDUCTOR_CACHE_DIR); the environment is as it was afterwards."""
     previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
     try:
-        yield directory
+        yield
     finally:
         if previous is None:
             del os.environ["TORCHINDUCTOR_CACHE_DIR"]
         else:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+
+
+def caching_compiled_code() -> contextlib.AbstractContextManager[None]:
+    """A block in which torch.compile keeps what it compiles in compile_cache_dir(), for later runs."""
+    return inductor_cache_at(compile_cache_dir())
 
 
 def step_key(model: torch.nn.Module, batch_size: int = 1) -> str:
