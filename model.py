@@ -62,7 +62,7 @@ class GPTConfig:
     mlp_hidden: int | None = None  # FFN hidden width; None: 4*n_embd, or about 8/3*n_embd for SwiGLU
     norm_eps: float = 1e-5  # added inside the norm's square root to avoid dividing by zero
     # "fused" (scaled_dot_product_attention) | "manual" (the formula, written out) | "auto": fused where the
-    # model is built on a GPU, written out on a CPU, where PyTorch's fused kernel is the slower (docs/model.md)
+    # model is built on a GPU; on a CPU written out, but fused where it runs eagerly without gradients (docs/model.md)
     attention: str = "auto"
 
     def __post_init__(self) -> None:
