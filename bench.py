@@ -33,7 +33,16 @@ import torch
 import train
 from generate import generate_tokens, warm_up_compiled_step
 from machinery.compiling import inductor_cache_at
-from machinery.device import DEVICES, DTYPES, grad_scaler, pick_device, pick_dtype, synchronize
+from machinery.device import (
+    DEVICES,
+    DTYPES,
+    grad_scaler,
+    pick_device,
+    pick_dtype,
+    seconds_to_read_weights,
+    synchronize,
+    weight_matrices,
+)
 from machinery.guards import silence_closed_stdout
 from machinery.optim import OPTIMIZERS
 from machinery.results import RESULTS_DIR, ROOT, markdown_table, optional, provenance, write_results
@@ -81,17 +90,6 @@ def median_seconds(run: Callable[[], object], device: torch.device, repeats: int
         synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def seconds_to_read_weights(model: GPT, device: torch.device, repeats: int = 50) -> float:
-    """The floor under one decode step: seconds to multiply every weight matrix a token passes through (each
-    block's linear layers and the head) by one vector, and nothing else. Each weight is read from memory
-    once, so no decode step at batch 1 can be faster. The median of `repeats`."""
-    matrices = [module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)]
-    vectors = {width: torch.randn(1, width, dtype=matrices[0].dtype, device=device)
-               for width in {matrix.size(1) for matrix in matrices}}
-    return median_seconds(lambda: [torch.nn.functional.linear(vectors[m.size(1)], m) for m in matrices], device,
-                          repeats, warmup=5)
 
 
 def compile_seconds(model: GPT, cache_dir: str) -> float:
@@ -157,7 +155,8 @@ def bench_generate(args: argparse.Namespace) -> dict:
         for name, use_kv_cache, compiled in paths:
             compile_s = compile_warm_s = None
             with torch.inference_mode():
-                weight_reads.append(seconds_to_read_weights(model, device))  # the limit, near in time to the runs
+                # the limit, measured near in time to the runs
+                weight_reads.append(seconds_to_read_weights(weight_matrices(model), repeats=50))
                 if compiled:
                     with tempfile.TemporaryDirectory() as cache_dir:
                         compile_s, compile_warm_s = (

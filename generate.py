@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from machinery.checkpoint import load_checkpoint, load_model
 from machinery.compiling import compiled, compiled_before, step_key
-from machinery.device import describe_device, pick_device, pick_dtype
+from machinery.device import describe_device, pick_decode_dtype, pick_device
 from machinery.generation import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_TEMPERATURE,
@@ -191,7 +191,7 @@ def warm_up_compiled_step(model: GPT) -> float:
 def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto",
          dtype: str = "auto") -> tuple[GPT, Tokenizer]:
     """Load a model (in eval mode, on `device`, weights in `dtype`) and its tokenizer from a checkpoint file,
-    or an out dir's best.pt. dtype "auto" is device.pick_dtype's choice for the device.
+    or an out dir's best.pt. dtype "auto" is device.pick_decode_dtype's choice for the device and the model.
 
     Raises FileNotFoundError or ValueError with a message that says what is wrong with the file.
     """
@@ -211,7 +211,8 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
     except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
         raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
-    return model.to(device, pick_dtype(device, dtype)).eval(), tokenizer
+    model.to(device)
+    return model.to(pick_decode_dtype(model, device, dtype)).eval(), tokenizer
 
 
 def default_prompt(tokenizer: Tokenizer) -> str:

@@ -10,22 +10,37 @@ Precision (what autocast computes matrix products in), chosen per device by meas
           without them bf16 is emulated and much slower
 Weights and optimizer state always stay in float32; only the forward/backward math is lowered.
 
-Generation stores the weights themselves in that precision: decoding one token multiplies every weight
-matrix by a single vector, so bf16 halves the bytes read per token. On a CPU with native bf16 units that
-made generation faster, eagerly and with the decode step compiled (bench_generate_cpu_bf16 against
-bench_generate_cpu_bf16_float32 in docs/generation.md).
+Generation stores the weights themselves in one precision (pick_decode_dtype): decoding one token
+multiplies every weight matrix by a single vector, so bf16 halves the bytes read per token. That made
+generation faster on one CPU with native bf16 units (an AMD EPYC) and slower on another (an Intel Xeon,
+whose bf16 matrix-vector products run below float32's: bench_generate_cpu_bf16 against
+bench_generate_cpu_bf16_float32 in docs/generation.md). So on such a CPU "auto" measures which of the two
+reads the model's weights faster, once, and remembers it beside the compiled decode steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import platform
+import statistics
+import sys
+import time
 
 import torch
 
+from machinery.compiling import compile_cache_dir
+from machinery.files import write_atomically
+
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# pick_decode_dtype takes float32 over bf16 only when it reads the weights at least this much faster, so a
+# CPU where the two are about equal keeps bf16 (half the memory) rather than flipping with the noise.
+FLOAT32_MARGIN = 1.10
+# The measurements pick_decode_dtype remembers, in the folder of the compiled decode steps.
+DECODE_DTYPES_LIST = "tinygpt-decode-dtypes.json"
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -65,6 +80,82 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def seconds_to_read_weights(matrices: list[torch.Tensor], repeats: int = 20) -> float:
+    """The floor under one decode step at batch 1: seconds to multiply each of matrices (a model's weight
+    matrices, in the dtype and on the device to measure) by one vector, and nothing else, so that every
+    weight is read from memory once. The median of `repeats`, after 3 untimed reads."""
+    device = matrices[0].device
+    vectors = {width: torch.randn(1, width, dtype=matrices[0].dtype, device=device)
+               for width in {matrix.size(1) for matrix in matrices}}
+    times = []
+    for attempt in range(3 + repeats):
+        synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
+        started = time.perf_counter()
+        for matrix in matrices:
+            torch.nn.functional.linear(vectors[matrix.size(1)], matrix)
+        synchronize(device)
+        if attempt >= 3:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def weight_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The weight matrices a token passes through: every nn.Linear's (each block's layers and the head)."""
+    return [module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)]
+
+
+def decode_key(matrices: list[torch.Tensor]) -> str:
+    """What a decode-precision measurement holds for: this processor, its threads, torch's version and the
+    shapes of the weight matrices (not their values)."""
+    what = [cpu_name(), torch.get_num_threads(), torch.__version__, [list(matrix.shape) for matrix in matrices]]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def measure_decode_dtypes(matrices: list[torch.Tensor], rounds: int = 3) -> dict[str, float]:
+    """Seconds to read copies of matrices once in bfloat16 and once in float32 (seconds_to_read_weights),
+    alternating the two for `rounds` rounds; the median round of each, {"bfloat16": s, "float32": s}."""
+    copies = {name: [matrix.detach().to(DTYPES[name]) for matrix in matrices] for name in ("bfloat16", "float32")}
+    seconds = {name: [] for name in copies}
+    for _ in range(rounds):
+        for name, weights in copies.items():
+            seconds[name].append(seconds_to_read_weights(weights))
+    return {name: statistics.median(times) for name, times in seconds.items()}
+
+
+def remembered_decode_dtypes() -> dict[str, dict]:
+    """The measurements pick_decode_dtype made on this machine: decode_key -> {"bfloat16": s, "float32": s}
+    ({} where there are none, or the list cannot be read)."""
+    try:
+        listed = json.loads((compile_cache_dir() / DECODE_DTYPES_LIST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return listed if isinstance(listed, dict) else {}
+
+
+def pick_decode_dtype(model: torch.nn.Module, device: torch.device, requested: str = "auto") -> torch.dtype:
+    """The precision generation stores model's weights in: the requested one; for "auto", pick_dtype's,
+    except on a CPU with native bf16 units, where it is float32 if float32 read these weights
+    FLOAT32_MARGIN times faster than bf16 (measure_decode_dtypes, a fraction of a second), else bf16. The
+    measurement is made once per processor, torch version and model shape, and remembered in
+    compile_cache_dir(); where it cannot be written, a line says so and the next run measures again."""
+    dtype = pick_dtype(device, requested)
+    if requested != "auto" or device.type != "cpu" or dtype != torch.bfloat16:
+        return dtype
+    matrices = weight_matrices(model)
+    key = decode_key(matrices)
+    listed = remembered_decode_dtypes()
+    entry = listed.get(key)
+    if not (isinstance(entry, dict) and all(isinstance(entry.get(name), float) for name in ("bfloat16", "float32"))):
+        listed[key] = {name: round(seconds, 7) for name, seconds in measure_decode_dtypes(matrices).items()}
+        try:
+            write_atomically(compile_cache_dir() / DECODE_DTYPES_LIST, json.dumps(listed, indent=1).encode())
+        except OSError as error:
+            print(f"cannot remember which precision decodes faster in {compile_cache_dir()} ({error.strerror}): "
+                  "the next run will measure it again", file=sys.stderr)
+    seconds = listed[key]
+    return torch.float32 if seconds["float32"] * FLOAT32_MARGIN <= seconds["bfloat16"] else torch.bfloat16
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

@@ -74,9 +74,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to run (default: auto, the best found)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                        help="precision the weights are stored in for generation (default: auto, as training "
-                             "computes: bfloat16 on CUDA (float16 on GPUs without it) and on CPUs with native "
-                             "bf16 units, float32 elsewhere; see device.py)")
+                        help="precision the weights are stored in for generation (default: auto: bfloat16 on "
+                             "CUDA (float16 on GPUs without it); on a CPU with native bf16 units whichever of "
+                             "bfloat16 and float32 is measured faster there, once; float32 elsewhere; see "
+                             "device.py)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the one-token decode step with torch.compile: seconds to compile once, "
                              "then faster tokens; what it compiles is kept for later runs in "

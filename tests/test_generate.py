@@ -236,15 +236,86 @@ def test_load_reads_an_out_dir_or_a_file(checkpoint_dir, tokenizer):
         sample(tiny_model("modern"), tokenizer, "ROMEO:", 20, temperature=0)
 
 
-@pytest.mark.parametrize("native_bf16", [True, False])
-def test_auto_precision_generates_in_the_precision_training_computes_in(checkpoint_dir, native_bf16, monkeypatch):
-    """Measured on a CPU with native bf16 units (bench_generate_cpu_bf16 against its _float32 twin): bf16
-    weights generate faster, eagerly and compiled, so "auto" stores them in bf16 there, float32 elsewhere."""
-    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: native_bf16)
-    auto = torch.bfloat16 if native_bf16 else torch.float32
-    for dtype, expected in (("auto", auto), ("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+@pytest.fixture
+def decode_cache(tmp_path, monkeypatch):
+    """An empty folder for what generation remembers (the compiled steps, the faster precision)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def fake_measurements(monkeypatch, bfloat16: float, float32: float) -> list:
+    """Make measure_decode_dtypes report these seconds; returns the list of its calls."""
+    calls = []
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(device, "measure_decode_dtypes",
+                        lambda matrices: calls.append(len(matrices)) or {"bfloat16": bfloat16, "float32": float32})
+    return calls
+
+
+def test_without_native_bf16_auto_generates_in_float32_and_a_named_precision_is_kept(checkpoint_dir, monkeypatch,
+                                                                                      decode_cache):
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16), ("float32", torch.float32)):
         model, _ = load(checkpoint_dir, device="cpu", dtype=dtype)
         assert {param.dtype for param in model.parameters()} == {expected}
+    assert not (decode_cache / device.DECODE_DTYPES_LIST).exists()  # nothing to measure: nothing remembered
+
+
+@pytest.mark.parametrize(("bfloat16", "float32", "expected"), [
+    (2.0e-3, 1.0e-3, torch.float32),   # float32 twice as fast (an Intel Xeon's bf16 vector products)
+    (1.0e-3, 2.0e-3, torch.bfloat16),  # bf16 twice as fast (an AMD EPYC's)
+    (1.05e-3, 1.0e-3, torch.bfloat16),  # float32 faster, but within FLOAT32_MARGIN: bf16, half the memory
+])
+def test_auto_on_a_cpu_with_native_bf16_decodes_in_the_precision_measured_faster(checkpoint_dir, monkeypatch,
+                                                                                 decode_cache, bfloat16, float32,
+                                                                                 expected):
+    fake_measurements(monkeypatch, bfloat16, float32)
+    model, _ = load(checkpoint_dir, device="cpu", dtype="auto")
+    assert {param.dtype for param in model.parameters()} == {expected}
+    model, _ = load(checkpoint_dir, device="cpu", dtype="bfloat16")  # a named precision is never second-guessed
+    assert {param.dtype for param in model.parameters()} == {torch.bfloat16}
+
+
+def test_the_faster_precision_is_measured_once_per_model_shape_and_remembered(checkpoint_dir, monkeypatch,
+                                                                             decode_cache):
+    calls = fake_measurements(monkeypatch, 2.0e-3, 1.0e-3)
+    for _ in range(2):
+        model, _ = load(checkpoint_dir, device="cpu", dtype="auto")
+    assert len(calls) == 1 and {param.dtype for param in model.parameters()} == {torch.float32}
+    listed = device.remembered_decode_dtypes()
+    assert listed == {device.decode_key(device.weight_matrices(model)): {"bfloat16": 2.0e-3, "float32": 1.0e-3}}
+    other = tiny_model("vanilla")
+    assert device.pick_decode_dtype(other, torch.device("cpu")) == torch.float32
+    assert len(calls) == 2  # another shape of model: measured for itself
+    monkeypatch.setattr(torch, "__version__", "0.0.0")  # a new torch, maybe other kernels: measured again
+    device.pick_decode_dtype(other, torch.device("cpu"))
+    assert len(calls) == 3
+
+
+def test_a_precision_choice_that_cannot_be_remembered_is_said_and_measured_again(checkpoint_dir, monkeypatch,
+                                                                                decode_cache, capsys):
+    calls = fake_measurements(monkeypatch, 2.0e-3, 1.0e-3)
+    (decode_cache / device.DECODE_DTYPES_LIST).mkdir()  # a list that cannot be written (nor read)
+    for _ in range(2):
+        model, _ = load(checkpoint_dir, device="cpu", dtype="auto")
+        assert {param.dtype for param in model.parameters()} == {torch.float32}
+    assert len(calls) == 2
+    assert capsys.readouterr().err.count("the next run will measure it again") == 2
+
+
+def test_a_broken_list_of_precision_measurements_is_measured_anew(checkpoint_dir, monkeypatch, decode_cache):
+    calls = fake_measurements(monkeypatch, 1.0e-3, 2.0e-3)
+    for broken in ("{not json", "[1, 2]", '{"KEY": {"bfloat16": "fast", "float32": 1.0}}'):
+        model = tiny_model("modern")
+        key = device.decode_key(device.weight_matrices(model))
+        (decode_cache / device.DECODE_DTYPES_LIST).write_text(broken.replace("KEY", key))
+        assert device.pick_decode_dtype(model, torch.device("cpu")) == torch.bfloat16
+    assert len(calls) == 3
+
+
+def test_the_precision_measurement_times_both_precisions_of_the_real_weights():
+    seconds = device.measure_decode_dtypes(device.weight_matrices(tiny_model("modern")), rounds=1)
+    assert set(seconds) == {"bfloat16", "float32"} and all(value > 0 for value in seconds.values())
 
 
 def test_load_refuses_a_checkpoint_without_a_tokenizer(tmp_path):
