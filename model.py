@@ -29,6 +29,7 @@ modeling_llama.py and modeling_gpt2.py for the naming that export.py maps to.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, fields
 
 import torch
@@ -149,20 +150,34 @@ class Dropout(nn.Module):
     nn.Dropout does, written out because its mask is slower to draw on a CPU (docs/model.md).
 
     Each element's draw is a uniform integer u in [0, 2^15), dropped when u < p * 2^15: p is rounded to a
-    multiple of 2^-15 (0.2 becomes 0.200012), and the kept ones are scaled by that rate's 1/(1-p)."""
+    multiple of 2^-15 (0.2 becomes 0.200012; at most 1 - 2^-15), and the kept ones are scaled by that
+    rate's 1/(1-p). PyTorch's CPU generator is one sequential stream that costs the same per number
+    whatever its width, so one int32 draw (31 random bits) serves two elements: its low 16 bits, read as
+    an int16, are uniform on [-2^15, 2^15) (dropped below -2^15 + 2 * p * 2^15, the same rate), its high
+    16 on [0, 2^15)."""
 
-    LEVELS = 2**15  # int16's random_() draws from [0, 2^15): half the random bits of torch.rand's float
+    LEVELS = 2**15  # the 15 random bits each element gets
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
-        self.threshold = round(p * self.LEVELS)  # u < threshold: dropped
-        self.scale = self.LEVELS / (self.LEVELS - self.threshold) if self.threshold < self.LEVELS else 0.0
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {p}")
+        self.threshold = min(round(p * self.LEVELS), self.LEVELS - 1)  # u < threshold: dropped
+        self.scale = self.LEVELS / (self.LEVELS - self.threshold)
+        # The thresholds of an int32's two int16 halves, in the order they lie in memory (lowest first where
+        # the processor is little-endian, as x86 and ARM are).
+        low, high = self.threshold * 2 - self.LEVELS, self.threshold
+        halves = [low, high] if sys.byteorder == "little" else [high, low]
+        self.register_buffer("half_thresholds", torch.tensor(halves, dtype=torch.int16), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.empty(x.shape, dtype=torch.int16, device=x.device).random_() >= self.threshold
+        n = x.numel()
+        draws = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()  # [0, 2^31)
+        keep = draws.view(torch.int16).view(-1, 2) >= self.half_thresholds  # (n/2, 2): two elements a draw
+        keep = keep.view(-1)[:n].view(x.shape)
         return x * (keep.to(x.dtype) * self.scale)
 
 

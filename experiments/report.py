@@ -833,7 +833,7 @@ MARKED_DOCS = {
                     "bench_train_cpu_bf16_fused",
                     "bench_train_cpu_bf16_compile", "bench_train", "bench_train_compile"),
     "generation.md": ("bench_generate_cpu_bf16", "bench_generate_cpu_bf16_manual", "bench_generate_cpu_bf16_float32",
-                      "bench_generate",
+                      "bench_generate_cpu_bf16_epyc", "bench_generate_cpu_bf16_epyc_float32", "bench_generate",
                       "bench_generate_bf16", "kvcache"),
     "tokenization.md": ("tokenizers",),
 }

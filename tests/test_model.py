@@ -205,13 +205,31 @@ def test_dropout_masks_are_independent_draws_at_the_stated_rate_and_keep_the_exp
     assert torch.allclose(y[kept], torch.full_like(y[kept], 3.0 / (1 - rate)))  # the kept ones scaled by 1/(1-p)
     sd_mean = 3.0 / (1 - rate) * math.sqrt(rate * (1 - rate) / n)  # of the mean of y, whose expectation is 3
     assert abs(y.mean().item() - 3.0) / sd_mean < limit
-    # Independence: neighbours (along a row and down a column) are both dropped at the rate p^2.
-    for both in (dropped[:, 1:] * dropped[:, :-1], dropped[1:, :] * dropped[:-1, :]):
+    # One int32 draw serves two neighbours (elements 2i and 2i+1 of the flattened mask), from its low and
+    # its high bits: each of the two is dropped at the rate p, on its own (500,000 draws each).
+    for half in (dropped.view(-1)[0::2], dropped.view(-1)[1::2]):
+        z_half = (half.mean().item() - rate) / math.sqrt(rate * (1 - rate) / half.numel())
+        assert abs(z_half) < limit, f"one half of the draws drops {half.mean().item():.5f}, not {rate:.5f}"
+    # Independence: neighbours (along a row and down a column; and the two that share a draw) are both
+    # dropped at the rate p^2.
+    flat = dropped.view(-1)
+    for both in (dropped[:, 1:] * dropped[:, :-1], dropped[1:, :] * dropped[:-1, :], flat[0::2] * flat[1::2]):
         z_pairs = (both.mean().item() - rate**2) / math.sqrt(rate**2 * (1 - rate**2) / both.numel())
         assert abs(z_pairs) < limit
     # Two calls draw two masks.
     assert not torch.equal(dropout(x) == 0, y == 0)
     assert dropout.eval()(x) is x  # eval mode: the identity
+
+
+def test_dropout_masks_any_shape_and_refuses_a_rate_outside_0_to_1():
+    dropout = Dropout(0.5).train()
+    for shape in ((7,), (3, 5), (2, 3, 5)):  # an odd number of elements: the last draw's second half unused
+        y = dropout(torch.ones(shape))
+        assert y.shape == shape and set(y.unique().tolist()) <= {0.0, 2.0}
+    assert Dropout(0.99999).threshold == Dropout.LEVELS - 1  # the highest rate 15 bits can state
+    for p in (1.0, -0.1):
+        with pytest.raises(ValueError, match="dropout must be in"):
+            Dropout(p)
 
 
 def test_dropout_in_bfloat16_keeps_the_dtype_and_the_scale():
