@@ -166,10 +166,10 @@ class Dropout(nn.Module):
         self.threshold = min(round(p * self.LEVELS), self.LEVELS - 1)  # u < threshold: dropped
         self.scale = self.LEVELS / (self.LEVELS - self.threshold)
         # The thresholds of an int32's two int16 halves, in the order they lie in memory (lowest first where
-        # the processor is little-endian, as x86 and ARM are).
+        # the processor is little-endian, as x86 and ARM are); stored as int32, which DDP can broadcast.
         low, high = self.threshold * 2 - self.LEVELS, self.threshold
         halves = [low, high] if sys.byteorder == "little" else [high, low]
-        self.register_buffer("half_thresholds", torch.tensor(halves, dtype=torch.int16), persistent=False)
+        self.register_buffer("half_thresholds", torch.tensor(halves, dtype=torch.int32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:

@@ -94,7 +94,12 @@ def test_resume_under_ddp_continues_every_ranks_dropout_stream(tmp_path, corpus_
     run_train([*dropout, "--stop-after-iters", "4", "--out-dir", str(tmp_path / "split")], 2, corpus_path)
     assert len(torch.load(tmp_path / "split" / "last.pt", weights_only=True)["rng"]["ranks"]) == 2
     run_train([*dropout, "--resume", "--out-dir", str(tmp_path / "split")], 2, corpus_path)
-    assert losses(tmp_path / "split") == losses(tmp_path / "whole")
+    split, whole = losses(tmp_path / "split"), losses(tmp_path / "whole")
+    assert [val for _, _, val in split] == [val for _, _, val in whole]  # the same weights: the same masks
+    # The train loss to float32 rounding: a stop saves the ranks' mean of the interval's summed loss, so the
+    # resumed run adds the same losses in another order. Other masks would differ by about 1e-2.
+    for (step, train, _), (step_whole, train_whole, _) in zip(split, whole, strict=True):
+        assert step == step_whole and train == (None if train_whole is None else pytest.approx(train_whole, rel=1e-6))
 
 
 def worker_pid(launcher_pid: int, rank: int) -> int | None:
