@@ -37,6 +37,7 @@ from machinery.device import (
     DEVICES,
     DTYPES,
     grad_scaler,
+    median_seconds,
     pick_device,
     pick_dtype,
     seconds_to_read_weights,
@@ -76,20 +77,6 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
         pass
     synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
     return time.perf_counter() - started
-
-
-def median_seconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """The median wall-clock seconds of `repeats` calls of run, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
-        started = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def compile_seconds(model: GPT, cache_dir: str) -> float:

@@ -211,8 +211,7 @@ def load(ckpt_or_out_dir: str | Path = "out", device: str | torch.device = "auto
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
     except (KeyError, RuntimeError) as error:  # an incomplete tokenizer state, or tiktoken missing for "gpt2"
         raise ValueError(f"cannot rebuild the tokenizer of {path}: {error}") from error
-    model.to(device)
-    return model.to(pick_decode_dtype(model, device, dtype)).eval(), tokenizer
+    return model.to(pick_decode_dtype(model, device, dtype)).eval(), tokenizer  # load_model built it on device
 
 
 def default_prompt(tokenizer: Tokenizer) -> str:

@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -82,23 +83,28 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     return torch.float32
 
 
+def median_seconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """The median wall-clock seconds of `repeats` calls of run, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
+        started = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def seconds_to_read_weights(matrices: list[torch.Tensor], repeats: int = 20) -> float:
     """The floor under one decode step at batch 1: seconds to multiply each of matrices (a model's weight
     matrices, in the dtype and on the device to measure) by one vector, and nothing else, so that every
-    weight is read from memory once. The median of `repeats`, after 3 untimed reads."""
-    device = matrices[0].device
-    vectors = {width: torch.randn(1, width, dtype=matrices[0].dtype, device=device)
+    weight is read from memory once. The median of `repeats`, after 5 untimed reads."""
+    vectors = {width: torch.randn(1, width, dtype=matrices[0].dtype, device=matrices[0].device)
                for width in {matrix.size(1) for matrix in matrices}}
-    times = []
-    for attempt in range(3 + repeats):
-        synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
-        started = time.perf_counter()
-        for matrix in matrices:
-            torch.nn.functional.linear(vectors[matrix.size(1)], matrix)
-        synchronize(device)
-        if attempt >= 3:
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median_seconds(lambda: [torch.nn.functional.linear(vectors[m.size(1)], m) for m in matrices],
+                          matrices[0].device, repeats, warmup=5)
 
 
 def weight_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
