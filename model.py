@@ -281,6 +281,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return weights @ v  # (B, nh, T, hs)
 
 
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                    dropout_p: float) -> torch.Tensor:
+    """What attention() computes, by PyTorch's fused kernel (scaled_dot_product_attention); mask None: the
+    causal triangle. One query over bf16 or float16 keys on a CPU (an eager decode step) is computed in
+    float32, which that kernel runs faster there, the casts included (docs/generation.md)."""
+    dtype = q.dtype
+    if q.device.type == "cpu" and q.size(2) == 1 and dtype in (torch.bfloat16, torch.float16):
+        q, k, v = q.float(), k.float(), v.float()
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)
+    return y.to(dtype)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: softmax(q k^T / sqrt(hs) + mask) v, all heads batched."""
 
@@ -316,7 +328,7 @@ class CausalSelfAttention(nn.Module):
         fused = self.fused_in_eager_inference if eager_inference else self.fused
         if fused:
             dropout_p = self.attn_dropout.p if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)
+            y = fused_attention(q, k, v, mask, dropout_p)
         else:
             y = attention(q, k, v, mask, self.attn_dropout)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again

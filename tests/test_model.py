@@ -23,6 +23,7 @@ from model import (
     apply_rotary_emb,
     attention,
     causal_mask,
+    fused_attention,
     rope_tables,
 )
 from tokenizer import CharTokenizer
@@ -155,6 +156,24 @@ def test_written_out_attention_equals_pytorchs_fused_kernel_with_and_without_a_m
     mask = causal_mask(torch.arange(4, 7), 7)
     expected = F.scaled_dot_product_attention(q[:, :, 4:], k, v, attn_mask=mask)
     assert torch.allclose(attention(q[:, :, 4:], k, v, mask), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_attention_computes_one_cpu_query_over_narrow_keys_in_float32(dtype, monkeypatch):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 8, dtype=torch.float64) for n in (1, 9, 9))
+    mask = causal_mask(torch.tensor([5]), 9)  # a decode step: one query at position 5 of a 9-slot cache
+    exact = attention(q, k, v, mask)
+    seen = []
+    fused_kernel = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: seen.append(a[0].dtype) or fused_kernel(*a, **kw))
+    narrow = fused_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, 0.0)
+    assert seen == [torch.float32] and narrow.dtype == dtype  # computed in float32, returned in the inputs' dtype
+    # as close as the narrow inputs allow: rounded once on the way in and once on the way out
+    assert (narrow.double() - exact).abs().max() <= 4 * torch.finfo(dtype).eps * exact.abs().max()
+    fused_attention(q.to(dtype).repeat(1, 1, 2, 1), k.to(dtype), v.to(dtype), causal_mask(torch.tensor([4, 5]), 9), 0.0)
+    assert seen[-1] == dtype  # more than one query (a prompt, an evaluation): the kernel in the narrow dtype itself
 
 
 def test_auto_attention_is_chosen_from_where_the_model_is_built_and_how_it_runs():
