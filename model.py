@@ -176,7 +176,8 @@ class Dropout(nn.Module):
             return x
         n = x.numel()
         draws = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()  # [0, 2^31)
-        keep = draws.view(torch.int16).view(-1, 2) >= self.half_thresholds  # (n/2, 2): two elements a draw
+        thresholds = self.half_thresholds.to(torch.int16)  # int16 like the halves: else they are copied to int32
+        keep = draws.view(torch.int16).view(-1, 2) >= thresholds  # (n/2, 2): two elements a draw
         keep = keep.view(-1)[:n].view(x.shape)
         return x * (keep.to(x.dtype) * self.scale)
 
