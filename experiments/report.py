@@ -360,18 +360,20 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
     """experiments.budget: what train.py --time-budget reached for each budget and recipe, and how long the
     whole process took; a plot of best val (whole split) against the budget, one line per recipe."""
     header = ["budget", "recipe", "params", "seed", "steps", "tokens/s", "best val, whole split", "bpc",
-              "best val, windows", "whole process (s)", "over budget", "load at start"]
+              "best val, windows", "whole process (s)", "over budget", "load at start", "device", "commit"]
     rows = [[budget_text(run["budget_s"]), run["recipe"], f"{run['params']:,}", str(run["seed"]), str(run["steps"]),
              optional(run["tokens_per_sec"], ",.0f"), f"{run['best_val_loss_whole_split']:.4f}",
              f"{run['best_val_bpc_whole_split']:.3f}", f"{run['best_val_loss_windows']:.4f}",
              f"{run['process_seconds']:.0f}", f"{run['over_budget']:+.1%}",
-             optional(run["load_average_at_start"], ".1f")]
+             optional(run["load_average_at_start"], ".1f"), run_device(run), run["git_commit"][:10]]
             for run in result["runs"]]
     text = ("Each run is `uv run train.py --recipe RECIPE --time-budget BUDGET` (no end-of-run sample), one at a "
             "time with every core. Best val, whole split: best.pt evaluated on every window of the val split at the "
             "end, inside the budget (the run's last metrics.jsonl record); windows: the best of the run's periodic "
             "evaluations on its fixed windows. Whole process: timed from outside, start-up to exit. Load at start: "
-            "the 1-minute load average when the run began (the run before it in the study still counts in it).")
+            "the 1-minute load average when the run began (the run before it in the study still counts in it). "
+            "Device and commit: where and from which code each run came; a study adds to the runs of earlier ones, "
+            "which may have run on another machine (runs from before the device was recorded say so).")
     by_recipe: dict[str, list[tuple[float, float]]] = {}
     for run in result["runs"]:
         by_recipe.setdefault(f"{run['recipe']} ({run['params'] / 1e6:.1f}M)", []).append(
@@ -380,6 +382,11 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
                        lambda plots, path: plots.plot_against_budget(by_recipe, path, result["title"]))
     return [f"## {result['name']}: {result['title']}", "", text, "", *markdown_table(header, rows), *figure, "",
             provenance_text(result, runs=False)]
+
+
+def run_device(run: dict) -> str:
+    """The device a budget run trained on, as its row records it (older rows did not record it)."""
+    return run.get("device", "device not recorded")
 
 
 def budget_quickstart(results: list[dict]) -> list[str]:
@@ -400,12 +407,13 @@ def budget_quickstart(results: list[dict]) -> list[str]:
             losses = sorted(run["best_val_loss_whole_split"] for run in runs)
             reached = (f"{losses[0]:.2f}" if len(losses) == 1
                        else f"{losses[0]:.3f} to {losses[-1]:.3f} over {len(losses)} seeds")
+            devices = sorted({run_device(run) for run in runs})
             parts.append(f"{budget_text(seconds)}: {reached} ({runs[0]['recipe']}, {runs[0]['params'] / 1e6:.1f}M "
-                         "parameters)")
-        lines += ["", f"`uv run train.py --time-budget 10m` (any time: `30s`, `1h`, ...) trains for that long, the "
+                         f"parameters; {', '.join(devices)})")
+        lines += ["", "`uv run train.py --time-budget 10m` (any time: `30s`, `1h`, ...) trains for that long, the "
                       "whole process counted, with the recipe chosen for the time. Best val loss on the whole val "
-                      f"split, on {result['provenance']['device']}: {'; '.join(parts)} (`{result['name']}` in "
-                      "docs/results.md)."]
+                      f"split, on a CPU: {'; '.join(parts)} (`{result['name']}` in docs/results.md, with "
+                      "every run's device)."]
     return lines
 
 

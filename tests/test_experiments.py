@@ -153,6 +153,8 @@ def test_budget_study_records_best_pt_on_the_whole_split_as_train_py_wrote_it(su
     row = table_row(section(suite, "budget_cpu"), "20 s")
     assert row[1] == "cpu" and row[6] == f"{run['best_val_loss_whole_split']:.4f}"
     assert row[9] == f"{run['process_seconds']:.0f}"
+    assert run["device"] == result["provenance"]["device"]  # each run names the machine it ran on, in the table too
+    assert row[12] == run["device"] and row[13] == run["git_commit"][:10]
 
 
 def test_final_comparison_trains_both_presets_the_same_way(suite):
