@@ -360,12 +360,14 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
     """experiments.budget: what train.py --time-budget reached for each budget and recipe, and how long the
     whole process took; a plot of best val (whole split) against the budget, one line per recipe."""
     header = ["budget", "recipe", "params", "seed", "steps", "tokens/s", "best val, whole split", "bpc",
-              "best val, windows", "whole process (s)", "over budget", "load at start", "device", "commit"]
+              "best val, windows", "whole process (s)", "over budget", "load at start", "device", "commit",
+              "weight decay"]
     rows = [[budget_text(run["budget_s"]), run["recipe"], f"{run['params']:,}", str(run["seed"]), str(run["steps"]),
              optional(run["tokens_per_sec"], ",.0f"), f"{run['best_val_loss_whole_split']:.4f}",
              f"{run['best_val_bpc_whole_split']:.3f}", f"{run['best_val_loss_windows']:.4f}",
              f"{run['process_seconds']:.0f}", f"{run['over_budget']:+.1%}",
-             optional(run["load_average_at_start"], ".1f"), run_device(run), run["git_commit"][:10]]
+             optional(run["load_average_at_start"], ".1f"), run_device(run), run["git_commit"][:10],
+             f"{run['schedule']['weight_decay']:g}"]
             for run in result["runs"]]
     text = ("Each run is `uv run train.py --recipe RECIPE --time-budget BUDGET` (no end-of-run sample), one at a "
             "time with every core. Best val, whole split: best.pt evaluated on every window of the val split at the "
@@ -373,7 +375,8 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
             "evaluations on its fixed windows. Whole process: timed from outside, start-up to exit. Load at start: "
             "the 1-minute load average when the run began (the run before it in the study still counts in it). "
             "Device and commit: where and from which code each run came; a study adds to the runs of earlier ones, "
-            "which may have run on another machine (runs from before the device was recorded say so).")
+            "which may have run on another machine (runs from before the device was recorded say so), or with "
+            "another version of the recipe (its weight decay is the setting that has changed).")
     by_recipe: dict[str, list[tuple[float, float]]] = {}
     for run in result["runs"]:
         by_recipe.setdefault(f"{run['recipe']} ({run['params'] / 1e6:.1f}M)", []).append(

@@ -129,6 +129,16 @@ def test_the_budget_picks_the_recipe_measured_for_it_and_any_flag_wins():
     assert resolved(["--device", "cpu"]).time_budget is None  # no budget: steps, as before
 
 
+def test_a_recipe_may_set_its_own_weight_decay_and_the_rest_share_one():
+    own = settings.RECIPES["cpu-10m"]["weight_decay"]
+    assert own != settings.SHARED_DEFAULTS["weight_decay"]
+    assert resolved(["--device", "cpu", "--time-budget", "10m"]).weight_decay == own
+    assert resolved(["--device", "cpu", "--time-budget", "10m", "--weight-decay", "0.2"]).weight_decay == 0.2
+    for argv in (["--device", "cpu"], ["--device", "cpu", "--time-budget", "1h"], ["--recipe", "gpu"]):
+        assert resolved(argv).weight_decay == settings.SHARED_DEFAULTS["weight_decay"]
+    assert resolved(["--device", "cpu", "--weight-decay", "0"]).weight_decay == 0  # 0 is a value, not "unset"
+
+
 def train_process(args: list[str], corpus: Path) -> tuple[subprocess.CompletedProcess, float]:
     start = time.time()
     result = subprocess.run([sys.executable, "train.py", *TINY, *args], cwd=ROOT, capture_output=True, text=True,

@@ -155,6 +155,7 @@ def test_budget_study_records_best_pt_on_the_whole_split_as_train_py_wrote_it(su
     assert row[9] == f"{run['process_seconds']:.0f}"
     assert run["device"] == result["provenance"]["device"]  # each run names the machine it ran on, in the table too
     assert row[12] == run["device"] and row[13] == run["git_commit"][:10]
+    assert row[14] == f"{run['schedule']['weight_decay']:g}"
 
 
 def test_final_comparison_trains_both_presets_the_same_way(suite):
