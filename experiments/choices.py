@@ -1,9 +1,10 @@
 """
-Two training choices made for speed on a CPU, each measured for what it does to the val loss: over seeds,
+Three training choices for a CPU, each measured for what it does to the val loss: over seeds,
 as a paired difference with its 95% interval (experiments/stats.py).
 
     uv run python -m experiments.choices optimizer      # AdamW -> Muon on the default CPU run, at equal time
     uv run python -m experiments.choices attn-dropout   # attention weights dropped or not, where dropout matters
+    uv run python -m experiments.choices weight-decay   # the cpu-10m recipe's weight decay against the shared one
     uv run python -m experiments.choices all
 
 optimizer: `uv run train.py` as a learner runs it (the cpu recipe: the small preset, 600 steps of 16 x 256
@@ -19,7 +20,13 @@ branches and the attention weights dropped at 0.2 (GPT-2's layout, the presets' 
 not (the presets' now). Every run trains until its val loss stops improving (--patience). A third
 variant without any dropout shows that dropout matters there.
 
-Writes experiments/results/optimizer.json and attn_dropout.json, then regenerates docs/results.md.
+weight-decay: the cpu-10m recipe's model and batch for 800 steps (about what its 10 minutes hold on two
+cores; a fixed step count, so a busy machine does not change the comparison), val loss on the whole val
+split every 100 steps, with the weight decay every other recipe shares (0.1) against cpu-10m's own. The
+model starts to memorise the text within those steps, which weight decay holds back.
+
+Writes experiments/results/optimizer.json, attn_dropout.json and weight_decay.json, then regenerates
+docs/results.md.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from machinery import settings  # noqa: E402
 from machinery.device import pick_device, pick_dtype  # noqa: E402
 from model import GPTConfig  # noqa: E402
 
-EXPERIMENTS = ("optimizer", "attn-dropout")
+EXPERIMENTS = ("optimizer", "attn-dropout", "weight-decay")
 ADAMW_AT_ITS_BEST = ["--optimizer", "adamw", "--lr", "4e-3", "--min-lr", "4e-4"]
 ATTN_DROPOUT_CHARS = 30_000
 PATIENCE = 5  # evaluations without a better val loss before a run stops
@@ -57,8 +64,21 @@ DROPOUT_VARIANTS = {  # name -> flags on top of TOO_LARGE_FOR_ITS_DATA
 }
 
 
+# cpu-10m's model, batch and schedule for a fixed number of steps (the recipe itself ends on its time budget).
+CPU_10M_SETTINGS = ("preset", "optimizer", "n_layer", "n_head", "n_embd", "dropout", "attn_dropout", "batch_size",
+                    "lr", "min_lr", "warmup_iters", "beta2")
+CPU_10M_FOR_STEPS = [*(part for name in CPU_10M_SETTINGS
+                       for part in (f"--{name.replace('_', '-')}", str(settings.RECIPES["cpu-10m"][name]))),
+                     "--max-iters", "800", "--eval-interval", "100", "--eval-windows", "0"]
+WEIGHT_DECAYS = {  # name -> flags on top of CPU_10M_FOR_STEPS
+    "shared (0.1)": ["--weight-decay", str(settings.SHARED_DEFAULTS["weight_decay"])],
+    f"cpu-10m's ({settings.RECIPES['cpu-10m']['weight_decay']:g})":
+        ["--weight-decay", str(settings.RECIPES["cpu-10m"]["weight_decay"])],
+}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Measure what two speed-minded training choices do to the val loss.",
+    parser = argparse.ArgumentParser(description="Measure what three training choices do to the val loss.",
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("experiments", nargs="+", choices=(*EXPERIMENTS, "all"), metavar="EXPERIMENT",
                         help=f"one or more of: {', '.join(EXPERIMENTS)}, all")
@@ -137,12 +157,26 @@ def attn_dropout_result(args: argparse.Namespace, argv: list[str]) -> dict:
                    converging=True, chars=ATTN_DROPOUT_CHARS, patience=PATIENCE)
 
 
+def weight_decay_result(args: argparse.Namespace, argv: list[str]) -> dict:
+    shared = [*common.base_flags(args), *CPU_10M_FOR_STEPS, *shlex.split(args.train_args)]
+    jobs = [(variant, seed) for seed in common.seeds(args) for variant in WEIGHT_DECAYS]
+    out_dir = args.runs_dir / "choices" / "weight-decay"
+    records = common.train_runs([([*shared, *WEIGHT_DECAYS[variant], "--seed", str(seed)],
+                                  out_dir / variant.split()[-1].strip("()") / f"seed{seed}") for variant, seed in jobs],
+                                args.device, args.rerun, workers=1)
+    runs = {variant: [record for (name, _), record in zip(jobs, records, strict=True) if name == variant]
+            for variant in WEIGHT_DECAYS}
+    return compare("weight_decay", "weight decay 0.1 → cpu-10m's, on cpu-10m's model for 800 steps", runs,
+                   WEIGHT_DECAYS, args, argv, converging=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     names = EXPERIMENTS if "all" in args.experiments else tuple(dict.fromkeys(args.experiments))
     for name in names:
-        result = optimizer_result(args, argv) if name == "optimizer" else attn_dropout_result(args, argv)
+        result = {"optimizer": optimizer_result, "attn-dropout": attn_dropout_result,
+                  "weight-decay": weight_decay_result}[name](args, argv)
         common.write_result(result, args.results_dir)
     report.build_report(args.results_dir, args.docs_dir)
 

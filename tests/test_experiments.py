@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import budget, common, default_run, final, speed, swaps, tokenizers
+from experiments import budget, choices, common, default_run, final, speed, swaps, tokenizers
+from machinery import settings
 from machinery.device import cpu_has_fast_bf16
 from machinery.settings import RECIPES
 
@@ -247,3 +248,15 @@ def test_the_full_suite_runs_the_gpu_recipes_code_paths_at_toy_size(tmp_path, co
     assert effect["verdict"].startswith("no verdict")
     page = (tmp_path / "docs" / "results.md").read_text()
     assert effect["verdict"] in page and "What each swap is worth" in page
+
+
+def test_the_weight_decay_choice_trains_cpu_10m_for_steps_with_only_the_weight_decay_changed():
+    recipe = settings.RECIPES["cpu-10m"]
+    for variant, flags in choices.WEIGHT_DECAYS.items():
+        argv = ["--device", "cpu", *choices.CPU_10M_FOR_STEPS, *flags]
+        run = settings.resolve(settings.parse_args(argv), settings.given_flags(argv))[0]
+        assert all(getattr(run, name) == recipe[name] for name in choices.CPU_10M_SETTINGS), variant
+        assert (run.max_iters, run.time_budget, run.eval_windows) == (800, None, 0)  # steps, not the 10 minutes
+    decays = [float(flags[-1]) for flags in choices.WEIGHT_DECAYS.values()]
+    assert decays == [settings.SHARED_DEFAULTS["weight_decay"], recipe["weight_decay"]]
+
