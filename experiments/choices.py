@@ -163,7 +163,7 @@ def weight_decay_result(args: argparse.Namespace, argv: list[str]) -> dict:
     out_dir = args.runs_dir / "choices" / "weight-decay"
     records = common.train_runs([([*shared, *WEIGHT_DECAYS[variant], "--seed", str(seed)],
                                   out_dir / variant.split()[-1].strip("()") / f"seed{seed}") for variant, seed in jobs],
-                                args.device, args.rerun, workers=1)
+                                args.device, args.rerun)  # two at a time: a fixed step count is the same either way
     runs = {variant: [record for (name, _), record in zip(jobs, records, strict=True) if name == variant]
             for variant in WEIGHT_DECAYS}
     return compare("weight_decay", "weight decay 0.1 → cpu-10m's, on cpu-10m's model for 800 steps", runs,
