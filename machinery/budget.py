@@ -30,7 +30,7 @@ from machinery import distributed
 LONGEST_BUDGET_S = 7 * 24 * 3600  # a week: anything longer is a typo (1e9h), not a plan
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 EVALUATIONS_PER_BUDGET = 10  # with a budget and no --eval-interval: evaluate at each tenth of it
-IMPORTED_AT = time.time()
+IMPORTED_AT = time.monotonic()
 
 
 def parse_duration(text: str) -> float:
@@ -53,16 +53,25 @@ def format_budget(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def process_age() -> float:
-    """Seconds since this process started (Linux: from /proc, so Python's and PyTorch's start-up count too);
-    elsewhere since this module was imported, which is early in train.py's start-up."""
+def age_at_import() -> float:
+    """Seconds from this process's start to the import of this module (Linux: from /proc, so Python's and
+    PyTorch's start-up count); 0 elsewhere, where the import, early in train.py's start-up, is the start."""
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         started_ticks = int(fields[19])  # field 22 of proc(5), starttime: clock ticks after boot
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK")) - (time.monotonic() - IMPORTED_AT)
     except (OSError, ValueError, IndexError):
-        return time.time() - IMPORTED_AT
+        return 0.0
+
+
+AGE_AT_IMPORT = age_at_import()
+
+
+def process_age() -> float:
+    """Seconds since this process started: its start-up (read once, age_at_import), then the monotonic clock,
+    which a change of the system's time does not move."""
+    return AGE_AT_IMPORT + time.monotonic() - IMPORTED_AT
 
 
 class Horizon:

@@ -129,6 +129,17 @@ def test_the_budget_picks_the_recipe_measured_for_it_and_any_flag_wins():
     assert resolved(["--device", "cpu"]).time_budget is None  # no budget: steps, as before
 
 
+def test_the_process_age_counts_the_start_up_and_ignores_a_change_of_the_system_time(monkeypatch):
+    from machinery import budget
+
+    assert budget.AGE_AT_IMPORT > 0  # the interpreter and torch were loaded before this module
+    before = budget.process_age()
+    monkeypatch.setattr(time, "time", lambda: 1e12)  # the system's time set a long way forward
+    time.sleep(0.05)
+    after = budget.process_age()
+    assert 0.05 <= after - before < 5.0
+
+
 def test_a_recipe_may_set_its_own_weight_decay_and_the_rest_share_one():
     own = settings.RECIPES["cpu-10m"]["weight_decay"]
     assert own != settings.SHARED_DEFAULTS["weight_decay"]
