@@ -441,6 +441,12 @@ def choice_section(result: dict, docs_dir: Path) -> list[str]:
                f"every core. Equal time: one step took {result['step_seconds']['adamw'] * 1e3:.1f} ms with AdamW and "
                f"{result['step_seconds']['muon'] * 1e3:.1f} ms with Muon here, so AdamW trains "
                f"{result['steps']['adamw']} steps to Muon's {result['steps']['muon']}.")
+    elif "chars" not in result:  # the weight decay comparison: a fixed number of steps on the whole text
+        how = (f"cpu-10m's model ({config['n_layer']} blocks × {config['n_embd']} wide, context "
+               f"{config['block_size']}, {run['params']:,} parameters) with its batch of {schedule['batch_size']} "
+               f"and its schedule, for {schedule['max_iters']} steps, val loss on the whole val split every "
+               f"{schedule['eval_interval']} steps; two runs at a time, one thread each: a fixed number of steps, "
+               "so the machine's speed does not enter the comparison.")
     else:
         how = (f"Vanilla parts at {config['n_layer']} blocks × {config['n_embd']} wide, context "
                f"{config['block_size']}, {run['params']:,} parameters, on the first {result['chars']:,} characters of "
