@@ -121,9 +121,14 @@ def test_the_page_shows_what_the_api_computes_and_streams_generation(page, serve
     page.fill("#max-new-tokens", "1000")
     page.fill("#temperature", "1")
     page.click("#generate")
-    page.wait_for_function("document.querySelectorAll('#generated .step').length >= 10 && "
-                           "!document.getElementById('stop').disabled")
-    page.click("#stop")
+    # Stop pressed in the same moment the page is seen still running (a separate click could come after
+    # a fast CPU had already generated all 1,000 tokens).
+    page.wait_for_function("""() => {
+        const stop = document.getElementById('stop');
+        if (document.querySelectorAll('#generated .step').length < 10 || stop.disabled) return false;
+        stop.click();
+        return true;
+    }""")
     assert page.text_content("#generate-status").startswith("stopped after")
     assert page.is_enabled("#generate")
 
