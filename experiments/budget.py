@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     for budget in budgets:
         parse_duration(budget)  # refuse a bad one before anything runs
     device = pick_device(args.device)
-    device_type = device.type
+    device_type, device_name = device.type, describe_device(device)
     name = args.name or f"budget_{device_type}"
     results_path = args.results_dir / f"{name}.json"
     previous = json.loads(results_path.read_text())["runs"] if results_path.exists() else []
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                 seconds = parse_duration(budget)
                 runs[(budget, recipe, seed)] = {
                     "budget": budget, "budget_s": seconds, "recipe": recipe, "seed": seed, "out_dir": run["out_dir"],
-                    "device": describe_device(device),  # runs kept from earlier invocations may be from another machine
+                    "device": device_name,  # runs kept from earlier invocations may be from another machine
                     "load_average_at_start": load_average, "params": run["params"],
                     "best_val_loss_whole_split": run["best_val_loss_whole_split"],
                     "best_val_bpc_whole_split": run["best_val_bpc_whole_split"],

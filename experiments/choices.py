@@ -71,9 +71,9 @@ CPU_10M_FOR_STEPS = [*(part for name in CPU_10M_SETTINGS
                        for part in (f"--{name.replace('_', '-')}", str(settings.RECIPES["cpu-10m"][name]))),
                      "--max-iters", "800", "--eval-interval", "100", "--eval-windows", "0"]
 WEIGHT_DECAYS = {  # name -> flags on top of CPU_10M_FOR_STEPS
-    "shared (0.1)": ["--weight-decay", str(settings.SHARED_DEFAULTS["weight_decay"])],
-    f"cpu-10m's ({settings.RECIPES['cpu-10m']['weight_decay']:g})":
-        ["--weight-decay", str(settings.RECIPES["cpu-10m"]["weight_decay"])],
+    f"{owner} ({value:g})": ["--weight-decay", f"{value:g}"]
+    for owner, value in (("shared", settings.SHARED_DEFAULTS["weight_decay"]),
+                         ("cpu-10m's", settings.RECIPES["cpu-10m"]["weight_decay"]))
 }
 
 
@@ -162,11 +162,12 @@ def weight_decay_result(args: argparse.Namespace, argv: list[str]) -> dict:
     jobs = [(variant, seed) for seed in common.seeds(args) for variant in WEIGHT_DECAYS]
     out_dir = args.runs_dir / "choices" / "weight-decay"
     records = common.train_runs([([*shared, *WEIGHT_DECAYS[variant], "--seed", str(seed)],
-                                  out_dir / variant.split()[-1].strip("()") / f"seed{seed}") for variant, seed in jobs],
+                                  out_dir / WEIGHT_DECAYS[variant][-1] / f"seed{seed}") for variant, seed in jobs],
                                 args.device, args.rerun)  # two at a time: a fixed step count is the same either way
     runs = {variant: [record for (name, _), record in zip(jobs, records, strict=True) if name == variant]
             for variant in WEIGHT_DECAYS}
-    return compare("weight_decay", "weight decay 0.1 → cpu-10m's, on cpu-10m's model for 800 steps", runs,
+    baseline, changed = WEIGHT_DECAYS
+    return compare("weight_decay", f"weight decay {baseline} → {changed}, on cpu-10m's model for 800 steps", runs,
                    WEIGHT_DECAYS, args, argv, converging=False)
 
 

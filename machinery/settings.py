@@ -9,7 +9,8 @@ experiments read them from here, by name.
 
 A recipe holds the settings chosen together: the model preset, model fields where they differ from the
 preset's (sizes, dropout), the batch, the schedule and the evaluation. Settings that are the same for
-most recipes (weight decay, gradient clipping, the seed) have one default, on their flag. The values of
+every recipe (gradient clipping, the seed) have one default, on their flag; weight decay's is in
+SHARED_DEFAULTS, which a recipe may set otherwise. The values of
 model fields are checked in one place, GPTConfig in model.py; the flags' own checks are in parse_args.
 """
 
