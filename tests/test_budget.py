@@ -141,11 +141,12 @@ def test_the_process_age_counts_the_start_up_and_ignores_a_change_of_the_system_
 
 
 def test_a_recipe_may_set_its_own_weight_decay_and_the_rest_share_one():
-    own = settings.RECIPES["cpu-10m"]["weight_decay"]
-    assert own != settings.SHARED_DEFAULTS["weight_decay"]
-    assert resolved(["--device", "cpu", "--time-budget", "10m"]).weight_decay == own
-    assert resolved(["--device", "cpu", "--time-budget", "10m", "--weight-decay", "0.2"]).weight_decay == 0.2
-    for argv in (["--device", "cpu"], ["--device", "cpu", "--time-budget", "1h"], ["--recipe", "gpu"]):
+    for budget, recipe in (("10m", "cpu-10m"), ("1h", "cpu-1h")):
+        own = settings.RECIPES[recipe]["weight_decay"]
+        assert own != settings.SHARED_DEFAULTS["weight_decay"]
+        assert resolved(["--device", "cpu", "--time-budget", budget]).weight_decay == own
+        assert resolved(["--device", "cpu", "--time-budget", budget, "--weight-decay", "0.2"]).weight_decay == 0.2
+    for argv in (["--device", "cpu"], ["--device", "cpu", "--time-budget", "3m"], ["--recipe", "gpu"]):
         assert resolved(argv).weight_decay == settings.SHARED_DEFAULTS["weight_decay"]
     assert resolved(["--device", "cpu", "--weight-decay", "0"]).weight_decay == 0  # 0 is a value, not "unset"
 
