@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -58,7 +57,6 @@ def main(argv: list[str] | None = None) -> None:
     for budget in budgets:
         for recipe in args.sizes.split(",") if args.sizes else STUDY.get(budget, ("cpu-10m",)):
             for seed in common.seeds(args):
-                load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
                 out_dir = args.runs_dir / f"budget-{budget}-{recipe}-seed{seed}"
                 flags = [*common.base_flags(args), "--recipe", recipe, "--time-budget", budget, "--seed", str(seed),
                          *shlex.split(args.train_args)]
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs[(budget, recipe, seed)] = {
                     "budget": budget, "budget_s": seconds, "recipe": recipe, "seed": seed, "out_dir": run["out_dir"],
                     "device": device_name,  # runs kept from earlier invocations may be from another machine
-                    "load_average_at_start": load_average, "params": run["params"],
+                    "load_average_at_start": run["load_average_at_start"], "params": run["params"],
                     "best_val_loss_whole_split": run["best_val_loss_whole_split"],
                     "best_val_bpc_whole_split": run["best_val_bpc_whole_split"],
                     "best_val_loss_windows": run["best_val_loss"], "steps": run["final_step"],

@@ -117,6 +117,7 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
     out_dir.mkdir(parents=True, exist_ok=True)
     receipt.unlink(missing_ok=True)
     print(f"  {command}", flush=True)
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # the run's own, kept on reuse
     start = time.time()
     with open(out_dir / "train.log", "w") as log:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
@@ -125,7 +126,8 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
         tail = "\n".join((out_dir / "train.log").read_text().splitlines()[-15:])
         raise SystemExit(f"error: this run failed with exit code {finished.returncode}:\n  {command}\n{tail}")
     receipt.write_text(json.dumps({"command": command, "process_seconds": time.time() - start,
-                                   "git_commit": results.git_commit()[0]}, indent=1) + "\n")
+                                   "git_commit": results.git_commit()[0], "load_average_at_start": load_average},
+                                  indent=1) + "\n")
     record = read_run(out_dir)
     print(f"  best val loss {record['best_val_loss']:.4f} ({record['best_val_bpc']:.3f} bpc), "
           f"{record['process_seconds']:.0f}s", flush=True)
@@ -172,6 +174,7 @@ def read_run(out_dir: Path) -> dict:
     records = read_metrics(out_dir / "metrics.jsonl")
     return {"seed": checkpoint["args"]["seed"], "command": receipt["command"], "out_dir": display_path(out_dir),
             "git_commit": receipt["git_commit"], "process_seconds": receipt["process_seconds"],
+            "load_average_at_start": receipt.get("load_average_at_start"),  # older receipts did not record it
             "config": checkpoint["config"], "tokenizer": checkpoint["tokenizer"]["name"],
             "schedule": {name: checkpoint["args"][name] for name in SCHEDULE_FIELDS},
             "params": model.num_params(), "ffn_hidden": config.ffn_hidden,

@@ -394,30 +394,55 @@ def run_device(run: dict) -> str:
 
 def budget_quickstart(results: list[dict]) -> list[str]:
     """The Quick start's line on what --time-budget buys on a CPU: at each budget measured, the recipe whose
-    seeds reached the lowest mean best val loss (whole split), with the range over its seeds."""
-    lines = []
-    for result in (r for r in results if r["name"] == "budget_cpu"):  # the study itself, not a trial beside it
-        cells: dict[tuple[float, str], list[dict]] = {}
-        for run in result["runs"]:
-            cells.setdefault((run["budget_s"], run["recipe"]), []).append(run)
-        best: dict[float, list[dict]] = {}
-        for (seconds, _), runs in cells.items():
-            mean = statistics.fmean(run["best_val_loss_whole_split"] for run in runs)
-            if seconds not in best or mean < statistics.fmean(r["best_val_loss_whole_split"] for r in best[seconds]):
-                best[seconds] = runs
-        parts = []
-        for seconds, runs in sorted(best.items()):
-            losses = sorted(run["best_val_loss_whole_split"] for run in runs)
-            reached = (f"{losses[0]:.2f}" if len(losses) == 1
-                       else f"{losses[0]:.3f} to {losses[-1]:.3f} over {len(losses)} seeds")
-            devices = sorted({run_device(run) for run in runs})
-            parts.append(f"{budget_text(seconds)}: {reached} ({runs[0]['recipe']}, {runs[0]['params'] / 1e6:.1f}M "
-                         f"parameters; {', '.join(devices)})")
-        lines += ["", "`uv run train.py --time-budget 10m` (any time: `30s`, `1h`, ...) trains for that long, the "
-                      "whole process counted, with the recipe chosen for the time. Best val loss on the whole val "
-                      f"split, on a CPU: {'; '.join(parts)} (`{result['name']}` in docs/results.md, with "
-                      "every run's device)."]
-    return lines
+    seeds reached the lowest mean best val loss (whole split), with the range over its seeds and their
+    training speed. The study is budget_cpu; a budget_cpu_* file is the same runs on another machine."""
+    studies = sorted((r for r in results if r["kind"] == "budget" and r["name"].startswith("budget_cpu")),
+                     key=lambda r: r["name"] != "budget_cpu")  # the study first
+    if not studies or studies[0]["name"] != "budget_cpu":
+        return []
+    line = ("`uv run train.py --time-budget 10m` (any time: `30s`, `1h`, ...) trains for that long, the whole "
+            "process counted, with the recipe chosen for the time. Best val loss on the whole val split, on a "
+            f"CPU: {'; '.join(best_per_budget(studies[0]))} (`budget_cpu` in docs/results.md, with every run's "
+            "device).")
+    for other in studies[1:]:
+        ratio = speed_ratio(other, studies[0])
+        speed = f", which trains the same recipe {ratio:.2f}x as fast" if ratio else ""
+        line += f" On another machine{speed} (`{other['name']}`): {'; '.join(best_per_budget(other))}."
+    return ["", line]
+
+
+def speed_ratio(result: dict, study: dict) -> float | None:
+    """How fast result's machine trains next to the study's: the median tokens/s of its runs over the median
+    of the study's runs with the same budget and recipe (None when they share none)."""
+    cells = {(run["budget_s"], run["recipe"]) for run in result["runs"]}
+    theirs = [run["tokens_per_sec"] for run in study["runs"] if (run["budget_s"], run["recipe"]) in cells]
+    ours = [run["tokens_per_sec"] for run in result["runs"] if (run["budget_s"], run["recipe"]) in
+            {(r["budget_s"], r["recipe"]) for r in study["runs"]}]
+    return statistics.median(ours) / statistics.median(theirs) if theirs and ours else None
+
+
+def best_per_budget(result: dict) -> list[str]:
+    """For each budget of a budget study, "10 min: 1.448 to 1.452 over 3 seeds (recipe, size, speed; device)":
+    the recipe whose seeds reached the lowest mean best val loss (whole split) there."""
+    cells: dict[tuple[float, str], list[dict]] = {}
+    for run in result["runs"]:
+        cells.setdefault((run["budget_s"], run["recipe"]), []).append(run)
+    best: dict[float, list[dict]] = {}
+    for (seconds, _), runs in cells.items():
+        mean = statistics.fmean(run["best_val_loss_whole_split"] for run in runs)
+        if seconds not in best or mean < statistics.fmean(r["best_val_loss_whole_split"] for r in best[seconds]):
+            best[seconds] = runs
+    parts = []
+    for seconds, runs in sorted(best.items()):
+        losses = sorted(run["best_val_loss_whole_split"] for run in runs)
+        speeds = sorted(run["tokens_per_sec"] for run in runs)
+        reached = (f"{losses[0]:.2f}" if len(losses) == 1
+                   else f"{losses[0]:.3f} to {losses[-1]:.3f} over {len(losses)} seeds")
+        speed = f"{speeds[0]:,.0f}" if len(speeds) == 1 else f"{speeds[0]:,.0f} to {speeds[-1]:,.0f}"
+        devices = sorted({run_device(run) for run in runs})
+        parts.append(f"{budget_text(seconds)}: {reached} ({runs[0]['recipe']}, {runs[0]['params'] / 1e6:.1f}M "
+                     f"parameters, {speed} tokens/s; {', '.join(devices)})")
+    return parts
 
 
 def choice_section(result: dict, docs_dir: Path) -> list[str]:
@@ -845,7 +870,7 @@ def defined_name(node: ast.stmt) -> str | None:
 MARKED_DOCS = {
     "model.md": ("final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos", "modern"),
     "training.md": ("default_cpu", "default_cpu_bf16", "default_cpu_float32", "default_cuda", "default_mps",
-                    "budget_cpu", "budget_cuda",
+                    "budget_cpu", "budget_cpu_slower", "budget_cuda",
                     "bench_profile_cpu_bf16", "bench_train_cpu_bf16", "bench_train_cpu_bf16_attn_dropout0",
                     "bench_train_cpu_bf16_fused",
                     "bench_train_cpu_bf16_compile", "bench_train", "bench_train_compile"),

@@ -157,6 +157,9 @@ def test_budget_study_records_best_pt_on_the_whole_split_as_train_py_wrote_it(su
     assert run["device"] == result["provenance"]["device"]  # each run names the machine it ran on, in the table too
     assert row[12] == run["device"] and row[13] == run["git_commit"][:10]
     assert row[14] == f"{run['schedule']['weight_decay']:g}"
+    # the load average is the run's own, from its receipt: a later study that reuses the run keeps it
+    receipt = json.loads((suite["runs"] / Path(run["out_dir"]).name / "run.json").read_text())
+    assert run["load_average_at_start"] == receipt["load_average_at_start"]
 
 
 def test_final_comparison_trains_both_presets_the_same_way(suite):
