@@ -414,11 +414,14 @@ def budget_quickstart(results: list[dict]) -> list[str]:
 def speed_ratio(result: dict, study: dict) -> float | None:
     """How fast result's machine trains next to the study's: the median tokens/s of its runs over the median
     of the study's runs with the same budget and recipe (None when they share none)."""
-    cells = {(run["budget_s"], run["recipe"]) for run in result["runs"]}
-    theirs = [run["tokens_per_sec"] for run in study["runs"] if (run["budget_s"], run["recipe"]) in cells]
-    ours = [run["tokens_per_sec"] for run in result["runs"] if (run["budget_s"], run["recipe"]) in
-            {(r["budget_s"], r["recipe"]) for r in study["runs"]}]
-    return statistics.median(ours) / statistics.median(theirs) if theirs and ours else None
+    def cell(run: dict) -> tuple[float, str]:
+        return run["budget_s"], run["recipe"]
+
+    shared = {cell(run) for run in result["runs"]} & {cell(run) for run in study["runs"]}
+    if not shared:
+        return None
+    ours, theirs = ([run["tokens_per_sec"] for run in r["runs"] if cell(run) in shared] for r in (result, study))
+    return statistics.median(ours) / statistics.median(theirs)
 
 
 def best_per_budget(result: dict) -> list[str]:

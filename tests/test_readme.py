@@ -185,3 +185,20 @@ def test_quick_start_figures_are_the_ones_the_results_files_give(tmp_path):
     rebuilt = shutil.copy(README, tmp_path / "README.md")
     report.fill_marked_block(Path(rebuilt), "quickstart", lines, "docs/")
     assert Path(rebuilt).read_text() == README.read_text()
+
+
+def budget_study(name: str, cells: list[tuple[float, str, float, float]]) -> dict:
+    """A budget results file with one run per (budget_s, recipe, best val, tokens/s)."""
+    runs = [{"budget_s": seconds, "recipe": recipe, "seed": 1337, "params": 2_669_184, "tokens_per_sec": speed,
+             "best_val_loss_whole_split": loss, "device": "CPU (two cores)"} for seconds, recipe, loss, speed in cells]
+    return {"name": name, "kind": "budget", "runs": runs}
+
+
+def test_the_budget_line_adds_another_machines_study_with_how_fast_it_trains_the_same_recipe():
+    study = budget_study("budget_cpu", [(180.0, "cpu", 1.50, 30_000.0), (600.0, "cpu-10m", 1.45, 15_000.0)])
+    slower = budget_study("budget_cpu_slower", [(600.0, "cpu-10m", 1.48, 9_000.0)])
+    _, line = report.budget_quickstart([slower, study])  # the study comes first whatever the order
+    assert line.index("3 min: 1.50 (cpu, 2.7M parameters, 30,000 tokens/s") < line.index("`budget_cpu`")
+    assert "On another machine, which trains the same recipe 0.60x as fast (`budget_cpu_slower`): 10 min: 1.48" in line
+    assert report.speed_ratio(budget_study("budget_cpu_x", [(60.0, "cpu", 1.7, 1.0)]), study) is None  # no shared cell
+    assert report.budget_quickstart([slower]) == []  # another machine's study alone is not the study
