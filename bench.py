@@ -37,7 +37,7 @@ from machinery.device import (
     DEVICES,
     DTYPES,
     grad_scaler,
-    median_seconds,
+    matmul_flops_per_s,
     pick_device,
     pick_dtype,
     seconds_to_read_weights,
@@ -198,15 +198,6 @@ def flops_per_token(config: GPTConfig, params: int) -> float:
     """Training FLOPs per token: 6 per parameter (forward 2, backward 4) plus attention's score and
     weighted-sum products, 12 * n_layer * n_embd * block_size (the PaLM paper's appendix B estimate)."""
     return 6 * params + 12 * config.n_layer * config.n_embd * config.block_size
-
-
-def matmul_flops_per_s(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """What this machine's matrix products reach in dtype: FLOP/s of one size x size by size x size product
-    (2 * size^3 FLOPs), the median of `repeats` after a warm-up. Training is mostly such products, so
-    this rate over the FLOPs per token is the ceiling on training tokens/s."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    return 2 * size ** 3 / median_seconds(lambda: a @ b, device, repeats)
 
 
 def time_steps(step: Callable[[], object], warmup_steps: int, steps: int, device: torch.device) -> tuple[float, float]:

@@ -60,12 +60,13 @@ def main(argv: list[str] | None = None) -> None:
                 out_dir = args.runs_dir / f"budget-{budget}-{recipe}-seed{seed}"
                 flags = [*common.base_flags(args), "--recipe", recipe, "--time-budget", budget, "--seed", str(seed),
                          *shlex.split(args.train_args)]
-                run = common.train_run(flags, out_dir, args.rerun)
+                run = common.train_run(flags, out_dir, args.rerun, device=args.device)  # alone: its speed measured
                 seconds = parse_duration(budget)
                 runs[(budget, recipe, seed)] = {
                     "budget": budget, "budget_s": seconds, "recipe": recipe, "seed": seed, "out_dir": run["out_dir"],
                     "device": device_name,  # runs kept from earlier invocations may be from another machine
-                    "load_average_at_start": run["load_average_at_start"], "params": run["params"],
+                    "load_average_at_start": run["load_average_at_start"],
+                    "matmul_flops_per_s": run["matmul_flops_per_s"], "params": run["params"],
                     "best_val_loss_whole_split": run["best_val_loss_whole_split"],
                     "best_val_bpc_whole_split": run["best_val_bpc_whole_split"],
                     "best_val_loss_windows": run["best_val_loss"], "steps": run["final_step"],

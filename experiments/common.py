@@ -23,7 +23,7 @@ from pathlib import Path
 import data
 from machinery import results, settings
 from machinery.checkpoint import load_checkpoint
-from machinery.device import pick_device
+from machinery.device import matmul_flops_per_s, pick_device, pick_dtype
 from machinery.results import RESULTS_DIR, ROOT, display_path
 from model import GPT, GPTConfig
 
@@ -101,12 +101,16 @@ def seeds(args: argparse.Namespace) -> list[int]:
     return list(range(FIRST_SEED, FIRST_SEED + args.seeds))
 
 
-def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int | None = None) -> dict:
+def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int | None = None,
+              device: str | None = None) -> dict:
     """Train one model with `uv run train.py FLAGS` into out_dir and return its record (see read_run).
 
     A finished run already in out_dir that was made by exactly the same command is read back instead
     of trained again (unless rerun), so experiments that share a baseline train it once. threads, if
     given, caps the CPU threads of the run (OMP_NUM_THREADS), so that several runs can share the cores.
+    device, if given (for a run that has the machine to itself), is measured just before the run: its
+    matrix products' FLOP/s in training's precision, kept in the receipt, which tells machines apart by
+    speed where their names read the same.
     """
     argv = ["train.py", *flags, "--out-dir", display_path(out_dir), "--sample-tokens", "0", "--overwrite"]
     command = shlex.join(["python", *argv])
@@ -118,6 +122,10 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
     receipt.unlink(missing_ok=True)
     print(f"  {command}", flush=True)
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # the run's own, kept on reuse
+    matmul_rate = None
+    if device is not None:
+        measured_on = pick_device(device)
+        matmul_rate = matmul_flops_per_s(measured_on, pick_dtype(measured_on))
     start = time.time()
     with open(out_dir / "train.log", "w") as log:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
@@ -126,7 +134,8 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
         tail = "\n".join((out_dir / "train.log").read_text().splitlines()[-15:])
         raise SystemExit(f"error: this run failed with exit code {finished.returncode}:\n  {command}\n{tail}")
     receipt.write_text(json.dumps({"command": command, "process_seconds": time.time() - start,
-                                   "git_commit": results.git_commit()[0], "load_average_at_start": load_average},
+                                   "git_commit": results.git_commit()[0], "load_average_at_start": load_average,
+                                   "matmul_flops_per_s": matmul_rate},
                                   indent=1) + "\n")
     record = read_run(out_dir)
     print(f"  best val loss {record['best_val_loss']:.4f} ({record['best_val_bpc']:.3f} bpc), "
@@ -175,6 +184,7 @@ def read_run(out_dir: Path) -> dict:
     return {"seed": checkpoint["args"]["seed"], "command": receipt["command"], "out_dir": display_path(out_dir),
             "git_commit": receipt["git_commit"], "process_seconds": receipt["process_seconds"],
             "load_average_at_start": receipt.get("load_average_at_start"),  # older receipts did not record it
+            "matmul_flops_per_s": receipt.get("matmul_flops_per_s"),  # measured for runs given the machine alone
             "config": checkpoint["config"], "tokenizer": checkpoint["tokenizer"]["name"],
             "schedule": {name: checkpoint["args"][name] for name in SCHEDULE_FIELDS},
             "params": model.num_params(), "ffn_hidden": config.ffn_hidden,

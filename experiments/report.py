@@ -361,13 +361,13 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
     whole process took; a plot of best val (whole split) against the budget, one line per recipe."""
     header = ["budget", "recipe", "params", "seed", "steps", "tokens/s", "best val, whole split", "bpc",
               "best val, windows", "whole process (s)", "over budget", "load at start", "device", "commit",
-              "weight decay"]
+              "weight decay", "matmul GFLOP/s"]
     rows = [[budget_text(run["budget_s"]), run["recipe"], f"{run['params']:,}", str(run["seed"]), str(run["steps"]),
              optional(run["tokens_per_sec"], ",.0f"), f"{run['best_val_loss_whole_split']:.4f}",
              f"{run['best_val_bpc_whole_split']:.3f}", f"{run['best_val_loss_windows']:.4f}",
              f"{run['process_seconds']:.0f}", f"{run['over_budget']:+.1%}",
              optional(run["load_average_at_start"], ".1f"), run_device(run), run["git_commit"][:10],
-             f"{run['schedule']['weight_decay']:g}"]
+             f"{run['schedule']['weight_decay']:g}", matmul_rate(run)]
             for run in result["runs"]]
     text = ("Each run is `uv run train.py --recipe RECIPE --time-budget BUDGET` (no end-of-run sample), one at a "
             "time with every core. Best val, whole split: best.pt evaluated on every window of the val split at the "
@@ -376,7 +376,9 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
             "the 1-minute load average when the run began (the run before it in the study still counts in it). "
             "Device and commit: where and from which code each run came; a study adds to the runs of earlier ones, "
             "which may have run on another machine (runs from before the device was recorded say so), or with "
-            "another version of the recipe (its weight decay is the setting that has changed).")
+            "another version of the recipe (its weight decay is the setting that has changed). Matmul GFLOP/s: "
+            "this machine's matrix products in training's precision (2048 x 2048), measured just before the run, "
+            "which tells two machines of the same name apart.")
     by_recipe: dict[str, list[tuple[float, float]]] = {}
     for run in result["runs"]:
         by_recipe.setdefault(f"{run['recipe']} ({run['params'] / 1e6:.1f}M)", []).append(
@@ -385,6 +387,12 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
                        lambda plots, path: plots.plot_against_budget(by_recipe, path, result["title"]))
     return [f"## {result['name']}: {result['title']}", "", text, "", *markdown_table(header, rows), *figure, "",
             provenance_text(result, runs=False)]
+
+
+def matmul_rate(run: dict) -> str:
+    """A budget run's machine speed as its row records it, in GFLOP/s (older rows did not record it)."""
+    rate = run.get("matmul_flops_per_s")
+    return "not recorded" if rate is None else f"{rate / 1e9:,.0f}"
 
 
 def run_device(run: dict) -> str:

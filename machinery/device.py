@@ -97,6 +97,15 @@ def median_seconds(run: Callable[[], object], device: torch.device, repeats: int
     return statistics.median(times)
 
 
+def matmul_flops_per_s(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """What this machine's matrix products reach in dtype: FLOP/s of one size x size by size x size product
+    (2 * size^3 FLOPs), the median of `repeats` after a warm-up. Training is mostly such products, so
+    this rate over the FLOPs per token is the ceiling on training tokens/s."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    return 2 * size ** 3 / median_seconds(lambda: a @ b, device, repeats)
+
+
 def seconds_to_read_weights(matrices: list[torch.Tensor], repeats: int = 20) -> float:
     """The floor under one decode step at batch 1: seconds to multiply each of matrices (a model's weight
     matrices, in the dtype and on the device to measure) by one vector, and nothing else, so that every
