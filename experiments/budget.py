@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                 out_dir = args.runs_dir / f"budget-{budget}-{recipe}-seed{seed}"
                 flags = [*common.base_flags(args), "--recipe", recipe, "--time-budget", budget, "--seed", str(seed),
                          *shlex.split(args.train_args)]
-                run = common.train_run(flags, out_dir, args.rerun, device=args.device)  # alone: its speed measured
+                run = common.train_run(flags, out_dir, args.rerun, measure_speed_on=args.device)  # alone
                 seconds = parse_duration(budget)
                 runs[(budget, recipe, seed)] = {
                     "budget": budget, "budget_s": seconds, "recipe": recipe, "seed": seed, "out_dir": run["out_dir"],

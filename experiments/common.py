@@ -102,15 +102,15 @@ def seeds(args: argparse.Namespace) -> list[int]:
 
 
 def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int | None = None,
-              device: str | None = None) -> dict:
+              measure_speed_on: str | None = None) -> dict:
     """Train one model with `uv run train.py FLAGS` into out_dir and return its record (see read_run).
 
     A finished run already in out_dir that was made by exactly the same command is read back instead
     of trained again (unless rerun), so experiments that share a baseline train it once. threads, if
     given, caps the CPU threads of the run (OMP_NUM_THREADS), so that several runs can share the cores.
-    device, if given (for a run that has the machine to itself), is measured just before the run: its
-    matrix products' FLOP/s in training's precision, kept in the receipt, which tells machines apart by
-    speed where their names read the same.
+    measure_speed_on, a device (for a run that has the machine to itself): its matrix products' FLOP/s in
+    training's precision are measured just before the run and kept in the receipt, which tells machines
+    apart by speed where their names read the same.
     """
     argv = ["train.py", *flags, "--out-dir", display_path(out_dir), "--sample-tokens", "0", "--overwrite"]
     command = shlex.join(["python", *argv])
@@ -123,8 +123,8 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
     print(f"  {command}", flush=True)
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # the run's own, kept on reuse
     matmul_rate = None
-    if device is not None:
-        measured_on = pick_device(device)
+    if measure_speed_on is not None:
+        measured_on = pick_device(measure_speed_on)
         matmul_rate = matmul_flops_per_s(measured_on, pick_dtype(measured_on))
     start = time.time()
     with open(out_dir / "train.log", "w") as log:

@@ -377,7 +377,7 @@ def budget_section(result: dict, docs_dir: Path) -> list[str]:
             "Device and commit: where and from which code each run came; a study adds to the runs of earlier ones, "
             "which may have run on another machine (runs from before the device was recorded say so), or with "
             "another version of the recipe (its weight decay is the setting that has changed). Matmul GFLOP/s: "
-            "this machine's matrix products in training's precision (2048 x 2048), measured just before the run, "
+            "the run's machine's matrix products in training's precision (2048 x 2048), measured just before it, "
             "which tells two machines of the same name apart.")
     by_recipe: dict[str, list[tuple[float, float]]] = {}
     for run in result["runs"]:
