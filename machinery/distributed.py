@@ -39,6 +39,9 @@ def join() -> Processes:
     if "RANK" not in os.environ:
         return Processes()
     local_rank = int(os.environ["LOCAL_RANK"])
+    # Imported before the group exists: its functions' default group is read at import, and DDP imports it
+    # later; imported after, those defaults would keep the group (and its gloo threads) alive past leave().
+    import torch.distributed.nn  # noqa: F401
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         # NCCL carries the GPU tensors (gradients); gloo the CPU ones, such as the stop flag each step,
@@ -111,10 +114,11 @@ class StopSignal:
 
 
 def leave(world: int) -> None:
-    """Leave the process group. The caller must drop its references to the DDP wrapper first: the wrapper
-    lives in reference cycles, so only a garbage collection frees it. Left to the one at interpreter exit,
-    a gloo worker thread still releasing its work can no longer take the GIL and the process aborts
-    ("terminate called without an active exception"): it is freed here, while Python runs."""
+    """Leave the process group, and with it stop gloo's threads. The caller must drop its references to the
+    DDP wrapper first: the wrapper lives in reference cycles, so only a garbage collection frees it, and it
+    holds the group. A group still held at interpreter exit is freed then, when a gloo worker thread still
+    releasing its work can no longer take the GIL and the process aborts ("terminate called without an
+    active exception"): it is freed here, while Python runs (join() keeps torch's own holders away)."""
     if world > 1:
         gc.collect()
         dist.destroy_process_group()

@@ -1,6 +1,7 @@
 """Data parallel training through torchrun: two processes on the CPU (gloo) must follow the same loss
 trajectory as one process with the same global batch, checkpoints move freely between the two, a resumed
-run continues every rank's dropout stream, and a signal that reaches one rank stops them all together."""
+run continues every rank's dropout stream, a signal that reaches one rank stops them all together, and
+leaving the group stops its threads before the interpreter exits."""
 
 import json
 import os
@@ -139,3 +140,32 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, corpus
     stopped = re.search(r"stopped at step (\d+) \(SIGTERM\)", stdout)
     assert stopped, stdout + stderr
     assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == int(stopped.group(1))
+
+
+LEAVE = """
+import os, sys, torch
+from torch.nn.parallel import DistributedDataParallel
+from machinery import distributed
+processes = distributed.join()
+model = DistributedDataParallel(torch.nn.Linear(4, 4))
+model(torch.ones(2, 4)).sum().backward()
+model = None
+distributed.leave(processes.world)
+threads = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+open(f"{sys.argv[1]}/rank{processes.rank}.txt", "w").write(" ".join(sorted(threads)))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process's threads from Linux's /proc")
+def test_leaving_the_group_stops_its_threads_while_python_runs(tmp_path):
+    # A group still alive at interpreter exit is freed while Python shuts down, where a gloo thread releasing
+    # its last work can abort the process. After leave() only the main thread may be left, on every rank.
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    for rank in (0, 1):
+        threads = (tmp_path / f"rank{rank}.txt").read_text().split()
+        assert not [name for name in threads if "gloo" in name], f"rank {rank}'s threads after leave(): {threads}"
