@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as `uv run experiments/budget.py`: make the
 
 from experiments import common, report  # noqa: E402
 from machinery.budget import format_budget, parse_duration  # noqa: E402
-from machinery.device import describe_device, pick_device  # noqa: E402
+from machinery.device import pick_device  # noqa: E402
 
 # Which sizes each budget tries: the ones that could win there (a 4.7M model is far from trained in 3 minutes).
 STUDY = {"1m": ("cpu", "cpu-10m"), "3m": ("cpu", "cpu-10m"), "10m": ("cpu", "cpu-10m", "cpu-1h"),
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     for budget in budgets:
         parse_duration(budget)  # refuse a bad one before anything runs
     device = pick_device(args.device)
-    device_type, device_name = device.type, describe_device(device)
+    device_type = device.type
     name = args.name or f"budget_{device_type}"
     results_path = args.results_dir / f"{name}.json"
     previous = json.loads(results_path.read_text())["runs"] if results_path.exists() else []
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                 seconds = parse_duration(budget)
                 runs[(budget, recipe, seed)] = {
                     "budget": budget, "budget_s": seconds, "recipe": recipe, "seed": seed, "out_dir": run["out_dir"],
-                    "device": device_name,  # runs kept from earlier invocations may be from another machine
+                    "device": run["device"],  # the run's receipt's: a run reused from out/ may be from another machine
                     "load_average_at_start": run["load_average_at_start"],
                     "matmul_flops_per_s": run["matmul_flops_per_s"], "params": run["params"],
                     "best_val_loss_whole_split": run["best_val_loss_whole_split"],

@@ -23,7 +23,7 @@ from pathlib import Path
 import data
 from machinery import results, settings
 from machinery.checkpoint import load_checkpoint
-from machinery.device import matmul_flops_per_s, pick_device, pick_dtype
+from machinery.device import describe_device, matmul_flops_per_s, pick_device, pick_dtype
 from machinery.results import RESULTS_DIR, ROOT, display_path
 from model import GPT, GPTConfig
 
@@ -109,8 +109,9 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
     of trained again (unless rerun), so experiments that share a baseline train it once. threads, if
     given, caps the CPU threads of the run (OMP_NUM_THREADS), so that several runs can share the cores.
     measure_speed_on, a device (for a run that has the machine to itself): its matrix products' FLOP/s in
-    training's precision are measured just before the run and kept in the receipt, which tells machines
-    apart by speed where their names read the same.
+    training's precision are measured just before the run and kept in the receipt with the device's name,
+    so a run read back later names the machine it ran on, and machines whose names read the same differ
+    by speed.
     """
     argv = ["train.py", *flags, "--out-dir", display_path(out_dir), "--sample-tokens", "0", "--overwrite"]
     command = shlex.join(["python", *argv])
@@ -122,10 +123,11 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
     receipt.unlink(missing_ok=True)
     print(f"  {command}", flush=True)
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # the run's own, kept on reuse
-    matmul_rate = None
+    matmul_rate = device_name = None
     if measure_speed_on is not None:
         measured_on = pick_device(measure_speed_on)
         matmul_rate = matmul_flops_per_s(measured_on, pick_dtype(measured_on))
+        device_name = describe_device(measured_on)
     start = time.time()
     with open(out_dir / "train.log", "w") as log:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
@@ -135,7 +137,7 @@ def train_run(flags: list[str], out_dir: Path, rerun: bool = False, threads: int
         raise SystemExit(f"error: this run failed with exit code {finished.returncode}:\n  {command}\n{tail}")
     receipt.write_text(json.dumps({"command": command, "process_seconds": time.time() - start,
                                    "git_commit": results.git_commit()[0], "load_average_at_start": load_average,
-                                   "matmul_flops_per_s": matmul_rate},
+                                   "matmul_flops_per_s": matmul_rate, "device": device_name},
                                   indent=1) + "\n")
     record = read_run(out_dir)
     print(f"  best val loss {record['best_val_loss']:.4f} ({record['best_val_bpc']:.3f} bpc), "
@@ -185,6 +187,7 @@ def read_run(out_dir: Path) -> dict:
             "git_commit": receipt["git_commit"], "process_seconds": receipt["process_seconds"],
             "load_average_at_start": receipt.get("load_average_at_start"),  # older receipts did not record it
             "matmul_flops_per_s": receipt.get("matmul_flops_per_s"),  # measured for runs given the machine alone
+            "device": receipt.get("device"),  # named with the speed
             "config": checkpoint["config"], "tokenizer": checkpoint["tokenizer"]["name"],
             "schedule": {name: checkpoint["args"][name] for name in SCHEDULE_FIELDS},
             "params": model.num_params(), "ffn_hidden": config.ffn_hidden,

@@ -397,7 +397,7 @@ def matmul_rate(run: dict) -> str:
 
 def run_device(run: dict) -> str:
     """The device a budget run trained on, as its row records it (older rows did not record it)."""
-    return run.get("device", "device not recorded")
+    return run.get("device") or "device not recorded"
 
 
 def budget_quickstart(results: list[dict]) -> list[str]:

@@ -160,8 +160,8 @@ def test_budget_study_records_best_pt_on_the_whole_split_as_train_py_wrote_it(su
     # the load average is the run's own, from its receipt: a later study that reuses the run keeps it
     receipt = json.loads((suite["runs"] / Path(run["out_dir"]).name / "run.json").read_text())
     assert run["load_average_at_start"] == receipt["load_average_at_start"]
-    # and so is the machine's speed, measured before it ran
-    assert run["matmul_flops_per_s"] == receipt["matmul_flops_per_s"] > 0
+    # and so are the machine's name and speed, measured before it ran
+    assert run["device"] == receipt["device"] and run["matmul_flops_per_s"] == receipt["matmul_flops_per_s"] > 0
     assert row[15] == f"{run['matmul_flops_per_s'] / 1e9:,.0f}"
 
 
