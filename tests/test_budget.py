@@ -205,6 +205,8 @@ def test_two_processes_stop_at_the_same_step_within_the_budget(tmp_path, corpus_
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "TINYGPT_DATA": str(corpus_path), "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout + result.stderr  # a rank stopping alone would hang or fail
-    assert time.time() - start <= 25 * 1.15
+    # From outside, torchrun's own start (it imports torch: 3-5 s on 2 busy cores) and teardown add to the
+    # ranks' 25 s, which their own clock holds to the budget (the record below).
+    assert time.time() - start <= 25 + 10
     assert records(out)[-1]["budget_spent_s"] <= 25
     assert load_checkpoint(out / "last.pt")["step"] == records(out)[-1]["step"]
