@@ -32,7 +32,7 @@ import torch
 
 import train
 from generate import generate_tokens, warm_up_compiled_step
-from machinery.compiling import inductor_cache_at
+from machinery.compiling import forget_loaded_steps, inductor_cache_at
 from machinery.device import (
     DEVICES,
     DTYPES,
@@ -80,10 +80,10 @@ def seconds_to_generate(model: GPT, new_tokens: int, use_kv_cache: bool, device:
 
 
 def compile_seconds(model: GPT, cache_dir: str) -> float:
-    """Seconds to compile the decode step with nothing compiled in this process (torch._dynamo.reset) and
-    torch's on-disk cache at cache_dir: empty, it is a first run on a machine; filled by an earlier compile,
-    it is a later run (see compile_seconds_in_new_process)."""
-    torch._dynamo.reset()
+    """Seconds to compile the decode step with nothing compiled in this process (forget_loaded_steps) and
+    the compile cache at cache_dir: empty, it is a first run on a machine; holding what an earlier compile
+    built, it is a later run (see compile_seconds_in_new_process)."""
+    forget_loaded_steps()
     with inductor_cache_at(cache_dir):
         return warm_up_compiled_step(model)
 
@@ -91,7 +91,7 @@ def compile_seconds(model: GPT, cache_dir: str) -> float:
 def compile_seconds_in_new_process(preset: str, dtype: torch.dtype, device: torch.device, attention: str | None,
                                    cache_dir: str) -> float:
     """Seconds a run of generate.py spends compiling the decode step: a new Python process (so nothing of
-    torch.compile is loaded or compiled yet), torch's on-disk cache at cache_dir, and the threads of this
+    the compiler is loaded or compiled yet), the compile cache at cache_dir, and the threads of this
     one. With an empty cache_dir it is a first run on a machine; with the cache a first run left, a later
     one (as generate.py keeps it in ~/.cache/tinygpt/compiled). torch's import is not counted: a run pays
     it whether it compiles or not."""

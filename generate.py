@@ -6,7 +6,7 @@ Generate with a tinygpt model: from logits to the next token, from a prompt to a
     uv run generate.py --prompt-file scene.txt --max-new-tokens 1000 --seed 1 --num-samples 3
     uv run generate.py --demo                              # a few scenes, with tokens/s for each
     uv run generate.py --no-kv-cache --seed 1 --dtype float32  # the same text as with the cache, slower
-    uv run generate.py --max-new-tokens 2000 --compile     # the decode step compiled: seconds once, then faster
+    uv run generate.py --compile                           # the decode step compiled once; later runs load it
 
 From Python (a notebook, or train.py at the end of training):
 
@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from machinery.checkpoint import load_checkpoint, load_model
-from machinery.compiling import compiled, compiled_before, step_key
+from machinery.compiling import compiled_before, compiled_step, step_key
 from machinery.device import describe_device, pick_decode_dtype, pick_device
 from machinery.generation import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -135,7 +135,7 @@ def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
     """
     if compile_step and not use_kv_cache:
         raise ValueError("a compiled decode step needs the KV cache")
-    step = compiled(decode_step) if compile_step else decode_step  # compiled: machinery/compiling.py
+    step = compiled_step(decode_step, model, idx.size(0)) if compile_step else decode_step  # machinery/compiling.py
     block_size = model.config.block_size
     keep = max(1, block_size - block_size // 4)
     seq = idx
@@ -171,10 +171,9 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
 
 
 def warm_up_compiled_step(model: GPT) -> float:
-    """Compile the decode step for this model at batch 1 now, by generating two tokens, and return the
-    seconds it took. Raises what torch.compile raises when it cannot compile (no C++ compiler, say).
-    Run under inference_mode, as sample() runs, so that the compiled step is reused rather than compiled
-    again for another grad mode."""
+    """Compile the decode step for this model at batch 1 now (or load what an earlier run compiled), by
+    generating two tokens, and return the seconds it took. Raises what torch raises when it cannot
+    compile (no C++ compiler, say)."""
     device = next(model.parameters()).device
     prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
     started = time.perf_counter()
@@ -282,18 +281,19 @@ def run(args: argparse.Namespace) -> None:
     prompts = DEMO_PROMPTS if args.demo else (default_prompt(tokenizer) if prompt is None else prompt,)
     for prompt in prompts:
         check_prompt(prompt, tokenizer, args.drop_unknown)
-    key = step_key(model)  # what an earlier run compiled for this model is kept on disk: machinery/compiling.py
-    cached = compiled_before(key)
+    cached = compiled_before(step_key(model))  # an earlier run's compiled step is kept on disk: machinery/compiling.py
     tokens = args.max_new_tokens * args.num_samples * scenes
     if compile_pays_off(args.compile, args.use_kv_cache, tokens, cached):
-        compile_step = compile_for_generation(lambda: warm_up_compiled_step(model), bool(args.compile), key, cached)
+        compile_step = compile_for_generation(lambda: warm_up_compiled_step(model), bool(args.compile), cached)
     else:
         compile_step = False
     dtype = next(model.parameters()).dtype
+    step = "compiled" if compile_step else "eager"
+    if not compile_step and not cached and args.compile is None and args.use_kv_cache:
+        step += " (run once with --compile, half a minute: later runs load it compiled)"
     print(f"{path}: {model.num_params() / 1e6:.2f}M parameters, {tokenizer.name} tokenizer "
           f"({tokenizer.vocab_size} tokens), {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
-          f"KV cache {'on' if args.use_kv_cache else 'off'}, decode step {'compiled' if compile_step else 'eager'}",
-          file=sys.stderr)
+          f"KV cache {'on' if args.use_kv_cache else 'off'}, decode step {step}", file=sys.stderr)
     for scene, prompt in enumerate(prompts):
         for i in range(args.num_samples):
             labels = [f"scene {scene + 1} of {len(prompts)}"] if args.demo else []

@@ -1,63 +1,146 @@
 """
-Compiling generate.py's one-token decode step: torch.compile turns it into one graph, and within one
-generation its guards are checked once. What it compiles is kept on disk between runs (compile_cache_dir),
-so a later run of the same model compiles in a fraction of the time, and generate.py knows when that is so
-(compiled_before). docs/generation.md measures what it saves and when it pays off.
+Compiling generate.py's one-token decode step ahead of time: torch.export traces it as one graph of
+tensors in, tensors out, and AOTInductor builds that graph into a package of compiled C++ (a .pt2 file),
+kept on disk (compile_cache_dir) under a name for what it was built for (step_key). A later run of the
+same model loads the package in milliseconds instead of compiling again, and each token calls it with no
+Python in between. The weights are inputs, not part of the package, so one package serves every
+checkpoint of the same shape. docs/generation.md measures what it saves and when it pays off.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
 import os
 import platform
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from machinery.files import write_atomically
+from machinery.files import atomic_file
 
-# The list, inside the compile cache, of the decode steps compiled into it (compiled_before).
-COMPILED_LIST = "tinygpt-compiled.json"
-# The files whose code a compiled decode step is made from: an edit to either compiles it anew.
-COMPILED_SOURCES = ("model.py", "generate.py")
+if TYPE_CHECKING:
+    from model import KVCache
 
-
-@functools.cache
-def compiled_graph(step: Callable) -> Callable:
-    """step compiled by torch.compile as one graph (generate.decode_step: every shape is fixed, the cache's
-    position is a tensor), so the Python and the launch of ~100 small operations per token go away. Made
-    once per step function and compiled on its first call, and again whenever what it was compiled for
-    changes (the model's shapes, the batch size, the precision)."""
-    return torch.compile(step, fullgraph=True)
+# The files whose code a compiled decode step is made from: an edit to any of them compiles it anew.
+COMPILED_SOURCES = ("model.py", "generate.py", "machinery/compiling.py")
+# Where, inside the compile cache, the packages live: one STEP_KEY.pt2 per decode step built.
+PACKAGES = "decode-steps"
 
 
-def checked_once(step: Callable) -> Callable:
-    """The compiled step, for one generation: its first call runs torch.compile's checks (guards) that the
-    compiled graph fits what it is given, compiling again if not; later calls skip them. Within one
-    generation the model, the batch, every shape and the precision stay as they were, so the checks would
-    pass every time, and at batch 1 on a CPU they are a noticeable part of each token's time."""
-    checked = False
+class StepOnModel(torch.nn.Module):
+    """step(model, token, cache) as a module holding the model, so torch.func.functional_call can run it
+    with other weights in place of the model's."""
 
-    def call(*args) -> torch.Tensor:
-        nonlocal checked
-        if checked:
-            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                return step(*args)
-        checked = True
-        return step(*args)
+    def __init__(self, step: Callable, model: torch.nn.Module):
+        super().__init__()
+        self.step, self.model = step, model
 
-    return call
+    def forward(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        return self.step(self.model, token, cache)
 
 
-def compiled(step: Callable) -> Callable:
-    """step compiled (compiled_graph) for one generation: its guards checked on the first call only."""
-    return checked_once(compiled_graph(step))
+class StepOfTensors(torch.nn.Module):
+    """A decode step as a function of tensors only, which torch.export can trace: (token (B, 1), the cache's
+    position, its keys and values per layer, the weights) -> logits (B, vocab). It runs `step` (generate's
+    decode_step) on the model with the weights given, so the traced graph takes them as inputs."""
+
+    def __init__(self, step: Callable, model: torch.nn.Module):
+        super().__init__()
+        self.on_model = StepOnModel(step, model)
+        self.names = [f"model.{name}" for name, _ in model.named_parameters()]  # a tied matrix once
+
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                weights: list[torch.Tensor]) -> torch.Tensor:
+        from model import KVCache  # model.py is what is compiled, not a dependency of this module
+
+        cache = KVCache(len(keys), keys[0].size(2), pos.device)
+        cache.pos, cache.k, cache.v = pos, list(keys), list(values)
+        return torch.func.functional_call(self.on_model, dict(zip(self.names, weights, strict=True)), (token, cache))
+
+
+def build_package(step: Callable, model: torch.nn.Module, batch_size: int, path: Path) -> None:
+    """Trace step(model, token, cache) (torch.export) for a batch of batch_size one-token rows over the model's
+    KV cache, and build it with AOTInductor into the package at path, written atomically. step must not
+    read the cache's position back into Python. Takes half a minute on a CPU; raises what torch raises
+    where it cannot build (no C++ compiler, say)."""
+    from torch._inductor import aoti_compile_and_package  # imported here: a run that only loads skips its 4 s
+
+    device = next(model.parameters()).device
+    token = torch.zeros((batch_size, 1), dtype=torch.long, device=device)
+    weights = [parameter for _, parameter in model.named_parameters()]
+    with torch.inference_mode(False), torch.no_grad():  # traced on ordinary tensors, whatever the caller's mode
+        cache = model.new_kv_cache()
+        model(token, kv_cache=cache)  # one token in: the cache allocates its storage, as generation's prompt does
+        exported = torch.export.export(StepOfTensors(step, model), (token, cache.pos, cache.k, cache.v, weights))
+    with atomic_file(path) as file:
+        aoti_compile_and_package(exported, package_path=file)
+
+
+def load_package(path: Path) -> Callable:
+    """The compiled step in the package at path, as a function of (model, token, cache) -> logits, like the
+    step it was built from. Loading takes milliseconds."""
+    try:  # torch's loader itself: aoti_load_package would first import the compiler (4 s)
+        runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1, False)
+    except TypeError:  # another torch version, whose loader takes other arguments
+        from torch._inductor import aoti_load_package
+
+        runner = aoti_load_package(str(path)).loader
+
+    def step(model: torch.nn.Module, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        weights = [parameter for _, parameter in model.named_parameters()]
+        # boxed_run: the flat list of inputs, in export's order (AOTICompiledModel's call re-parses its specs)
+        return runner.boxed_run([token, cache.pos, *cache.k, *cache.v, *weights])[0]
+
+    return step
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether a file can be made in folder (made first, if need be): asked before half a minute of compiling."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+_loaded: dict[str, Callable] = {}  # step_key -> the package loaded in this process
+
+
+def compiled_step(step: Callable, model: torch.nn.Module, batch_size: int = 1) -> Callable:
+    """step (generate's decode_step) compiled for this model and batch size: loaded from the package an
+    earlier run built (compiled_before), else built now (build_package) and kept for later runs. Where
+    the cache folder cannot be written, the package is built in a temporary folder and a line says the
+    next run will build it again."""
+    key = step_key(model, batch_size)
+    path = package_path(key)
+    if key in _loaded:
+        return _loaded[key]
+    if not path.exists() and not can_write_in(path.parent):
+        print(f"cannot keep the compiled decode step in {path.parent}: the next run will compile it again",
+              file=sys.stderr)
+        with tempfile.TemporaryDirectory() as folder:
+            build_package(step, model, batch_size, Path(folder) / path.name)
+            _loaded[key] = load_package(Path(folder) / path.name)  # the loader has read the file by now
+        return _loaded[key]
+    if not path.exists():
+        build_package(step, model, batch_size, path)
+    _loaded[key] = load_package(path)
+    return _loaded[key]
+
+
+def forget_loaded_steps() -> None:
+    """Drop every package loaded in this process, so the next compiled_step loads or builds again (as a new
+    process would)."""
+    _loaded.clear()
 
 
 class NoCudaRuntimeNotice(logging.Filter):
@@ -111,36 +194,26 @@ def caching_compiled_code() -> contextlib.AbstractContextManager[None]:
 
 def step_key(model: torch.nn.Module, batch_size: int = 1) -> str:
     """A name for one compiled decode step: a hash of what it is compiled for (torch and Python's versions,
-    the device, the weights' dtype, the model's config, the batch size) and of the code it is made from
-    (COMPILED_SOURCES). Two runs with the same key compile the same graph."""
+    the device, and on a CPU the processor and its threads, which the generated code is made for; the
+    weights' dtype, the model's config, the batch size) and of the code it is made from (COMPILED_SOURCES).
+    Two runs with the same key compile the same graph; the weights' values are not part of it."""
+    from machinery.device import cpu_name  # device.py imports this module
+
     weight = next(model.parameters())
     root = Path(__file__).resolve().parents[1]
     sources = [hashlib.sha256((root / name).read_bytes()).hexdigest() for name in COMPILED_SOURCES]
-    what = [torch.__version__, platform.python_version(), weight.device.type, str(weight.dtype),
+    machine = [cpu_name(), torch.get_num_threads()] if weight.device.type == "cpu" else []
+    what = [torch.__version__, platform.python_version(), weight.device.type, machine, str(weight.dtype),
             dataclasses.asdict(model.config), batch_size, sources]
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def compiled_list(directory: Path) -> dict[str, float]:
-    """The decode steps compiled into the cache at directory: key -> seconds their first compile took
-    ({} for a cache with none, or with a list that cannot be read)."""
-    try:
-        listed = json.loads((directory / COMPILED_LIST).read_text())
-    except (OSError, ValueError):
-        return {}
-    return listed if isinstance(listed, dict) else {}
+def package_path(key: str) -> Path:
+    """Where the package of the decode step named key is kept: compile_cache_dir()/decode-steps/KEY.pt2."""
+    return compile_cache_dir() / PACKAGES / f"{key}.pt2"
 
 
 def compiled_before(key: str) -> bool:
-    """Whether the decode step named key was compiled into compile_cache_dir() by an earlier run, so that
-    compiling it again reads torch's cache instead of generating and building its code."""
-    return key in compiled_list(compile_cache_dir())
-
-
-def remember_compiled(key: str, seconds: float) -> None:
-    """Add key to the list of decode steps compiled into compile_cache_dir() (a first compile's seconds are
-    kept). Raises OSError where the list cannot be written."""
-    directory = compile_cache_dir()
-    listed = compiled_list(directory)
-    listed.setdefault(key, round(seconds, 2))
-    write_atomically(directory / COMPILED_LIST, json.dumps(listed, indent=1).encode())
+    """Whether an earlier run built the decode step named key into compile_cache_dir(), so that this run
+    loads it instead of compiling."""
+    return package_path(key).exists()

@@ -52,7 +52,7 @@ def one_cpu_thread():
 
 @pytest.fixture(autouse=True, scope="session")
 def compile_cache_of_this_session(tmp_path_factory):
-    """torch.compile's cache, and generate.py's list of what it compiled, in a folder of this test session
+    """torch.compile's cache, and the decode steps generate.py compiles, in a folder of this test session
     (processes the tests start inherit it), never the user's ~/.cache/tinygpt/compiled."""
     previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("compiled"))
