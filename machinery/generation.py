@@ -136,9 +136,8 @@ def compile_for_generation(warm_up: Callable[[], float], asked: bool, cached: bo
     it where an earlier run built it (cached), saying how long it took; return whether it is compiled. If
     compiling fails (it needs a C++ compiler on a CPU), it is an error where --compile asked for it
     (asked), while the automatic choice says so and generates eagerly."""
-    if not cached:  # else a silent wait
-        print("compiling the decode step (once: an earlier run's is loaded in milliseconds)...", file=sys.stderr,
-              flush=True)
+    if not cached:  # half a minute: said before it starts, not after a silent wait (loading takes milliseconds)
+        print("compiling the decode step (half a minute, once: later runs load it)...", file=sys.stderr, flush=True)
     try:
         # a CPU-only machine needs no CUDA: torch's line about it only alarms
         with without_cuda_runtime_notice(), caching_compiled_code():

@@ -474,7 +474,7 @@ def test_compiling_says_so_before_the_wait_and_drops_torchs_no_cuda_runtime_line
         return 12.5
 
     assert compile_for_generation(warm_up, asked=False, cached=False)
-    assert said_before == ["compiling the decode step (once: an earlier run's is loaded in milliseconds)...\n"]
+    assert said_before == ["compiling the decode step (half a minute, once: later runs load it)...\n"]
     assert [record.getMessage() for record in caplog.records] == ["another warning"]
     assert capsys.readouterr().err.endswith("another warning\n[compiled the decode step in 12.5 s]\n")
     assert compile_for_generation(lambda: 0.01, asked=False, cached=True)
