@@ -117,22 +117,29 @@ _loaded: dict[str, Callable] = {}  # step_key -> the package loaded in this proc
 
 def compiled_step(step: Callable, model: torch.nn.Module, batch_size: int = 1) -> Callable:
     """step (generate's decode_step) compiled for this model and batch size: loaded from the package an
-    earlier run built (compiled_before), else built now (build_package) and kept for later runs. Where
-    the cache folder cannot be written, the package is built in a temporary folder and a line says the
-    next run will build it again."""
+    earlier run built (compiled_before), else built now (build_package) and kept for later runs. A package
+    that cannot be loaded (damaged, say) is built again; where the cache folder cannot be written, the
+    package is built in a temporary folder and a line says the next run will build it again."""
     key = step_key(model, batch_size)
     path = package_path(key)
     if key in _loaded:
         return _loaded[key]
-    if not path.exists() and not can_write_in(path.parent):
+    if path.exists():
+        try:
+            _loaded[key] = load_package(path)
+            return _loaded[key]
+        except RuntimeError as error:
+            print(f"the compiled decode step in {path} cannot be loaded ({str(error).strip()}): compiling it again",
+                  file=sys.stderr)
+            path.unlink(missing_ok=True)
+    if not can_write_in(path.parent):
         print(f"cannot keep the compiled decode step in {path.parent}: the next run will compile it again",
               file=sys.stderr)
         with tempfile.TemporaryDirectory() as folder:
             build_package(step, model, batch_size, Path(folder) / path.name)
             _loaded[key] = load_package(Path(folder) / path.name)  # the loader has read the file by now
         return _loaded[key]
-    if not path.exists():
-        build_package(step, model, batch_size, path)
+    build_package(step, model, batch_size, path)
     _loaded[key] = load_package(path)
     return _loaded[key]
 

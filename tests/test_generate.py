@@ -481,8 +481,8 @@ def test_compiling_says_so_before_the_wait_and_drops_torchs_no_cuda_runtime_line
     assert capsys.readouterr().err == "[loaded the compiled decode step an earlier run built in 0.0 s]\n"
 
 
-def test_compiling_keeps_the_step_in_the_cache_dir_or_says_the_next_run_compiles_again(capsys, tmp_path,
-                                                                                       monkeypatch):
+def test_the_compiled_step_is_kept_in_the_cache_dir_built_again_if_damaged_and_said_where_it_cannot_be_kept(
+        capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     built = []
@@ -493,7 +493,13 @@ def test_compiling_keeps_the_step_in_the_cache_dir_or_says_the_next_run_compiles
             file.write(b"a package")
 
     monkeypatch.setattr(compiling, "build_package", build)
-    monkeypatch.setattr(compiling, "load_package", lambda path: path.read_bytes())  # what the loader reads
+
+    def loader(path):  # stands in for torch's loader, which refuses a file that is not a package
+        if path.read_bytes() != b"a package":
+            raise RuntimeError("not a package")
+        return path.read_bytes()
+
+    monkeypatch.setattr(compiling, "load_package", loader)
     forget_loaded_steps()
     model, cache = tiny_model("modern", n_embd=16), tmp_path / "tinygpt" / "compiled"
     assert compile_for_generation(lambda: compiled_step(generate.decode_step, model) and 1.0, False, False)
@@ -502,10 +508,14 @@ def test_compiling_keeps_the_step_in_the_cache_dir_or_says_the_next_run_compiles
     assert compiled_before(key) and "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # set while compiling only
     forget_loaded_steps()
     assert compiled_step(generate.decode_step, model) == b"a package" and len(built) == 1  # loaded
+    (cache / "decode-steps" / f"{key}.pt2").write_bytes(b"half a package")  # damaged: compiled again, and said
+    forget_loaded_steps()
+    assert compiled_step(generate.decode_step, model) == b"a package" and len(built) == 2
+    assert "cannot be loaded (not a package): compiling it again" in capsys.readouterr().err
     shutil.rmtree(cache / "decode-steps")
     (cache / "decode-steps").write_text("a file where the folder should be")  # the folder cannot be made
     forget_loaded_steps()
-    assert compiled_step(generate.decode_step, model) == b"a package" and len(built) == 2  # compiled all the same
+    assert compiled_step(generate.decode_step, model) == b"a package" and len(built) == 3  # compiled all the same
     assert "the next run will compile it again" in capsys.readouterr().err  # and said
     assert not compiled_before(key)
     forget_loaded_steps()
