@@ -171,9 +171,9 @@ def without_cuda_runtime_notice() -> Iterator[None]:
 
 
 def compile_cache_dir() -> Path:
-    """Where torch.compile keeps what it compiles for generate.py, from one run to the next: torch's own
-    $TORCHINDUCTOR_CACHE_DIR where it is set, else tinygpt/compiled under $XDG_CACHE_HOME (~/.cache), which
-    outlives torch's default under /tmp (emptied at reboot on many systems)."""
+    """Where generate.py keeps its compiled decode steps (and torch its compile cache), from one run to the
+    next: torch's own $TORCHINDUCTOR_CACHE_DIR where it is set, else tinygpt/compiled under $XDG_CACHE_HOME
+    (~/.cache), which outlives torch's default under /tmp (emptied at reboot on many systems)."""
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinygpt" / "compiled"
@@ -195,7 +195,8 @@ def inductor_cache_at(directory: str | Path) -> Iterator[None]:
 
 
 def caching_compiled_code() -> contextlib.AbstractContextManager[None]:
-    """A block in which torch.compile keeps what it compiles in compile_cache_dir(), for later runs."""
+    """A block in which torch's compiler keeps its own cache in compile_cache_dir(), beside the packages,
+    rather than under /tmp."""
     return inductor_cache_at(compile_cache_dir())
 
 
