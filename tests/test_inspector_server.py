@@ -444,6 +444,17 @@ def thread_count(pid: int) -> int:
     raise AssertionError("no Threads line")
 
 
+def settled_thread_count(pid: int, quiet_seconds: float = 0.5, at_most_seconds: float = 10.0) -> int:
+    """Threads of a process once none has started or ended for quiet_seconds: a thread that served an
+    earlier test's request may still be finishing, and counted as idle it would be missed later."""
+    count, since, deadline = thread_count(pid), time.monotonic(), time.monotonic() + at_most_seconds
+    while time.monotonic() - since < quiet_seconds and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if thread_count(pid) != count:
+            count, since = thread_count(pid), time.monotonic()
+    return count
+
+
 def wait_for(condition, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
@@ -457,7 +468,7 @@ def test_stalled_clients_hold_at_most_the_cap_of_threads_and_the_server_still_an
     the next connections wait, unanswered, and are served once the stalled ones are dropped. The
     server's threads never grow past its idle ones plus MAX_CONNECTIONS."""
     pid = inspector.process.pid
-    idle = thread_count(pid)
+    idle = settled_thread_count(pid)
     stalled = []
     try:
         stalled += [stalled_client(inspector.url) for _ in range(MAX_CONNECTIONS - 1)]
