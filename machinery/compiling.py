@@ -84,9 +84,9 @@ def build_package(step: Callable, model: torch.nn.Module, batch_size: int, path:
         aoti_compile_and_package(exported, package_path=file)
 
 
-def load_package(path: Path) -> Callable:
-    """The compiled step in the package at path, as a function of (model, token, cache) -> logits, like the
-    step it was built from. Loading takes milliseconds."""
+def load_package(path: Path) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """The compiled step in the package at path, as a function of its flat inputs (StepOfTensors' order:
+    token, position, keys, values, weights) -> logits. Loading takes milliseconds."""
     try:  # torch's loader itself: aoti_load_package would first import the compiler (4 s)
         runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1, False)
     except TypeError:  # another torch version, whose loader takes other arguments
@@ -94,12 +94,16 @@ def load_package(path: Path) -> Callable:
 
         runner = aoti_load_package(str(path)).loader
 
-    def step(model: torch.nn.Module, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        weights = [parameter for _, parameter in model.named_parameters()]
-        # boxed_run: the flat list of inputs, in export's order (AOTICompiledModel's call re-parses its specs)
-        return runner.boxed_run([token, cache.pos, *cache.k, *cache.v, *weights])[0]
+    # boxed_run: the flat list of inputs (AOTICompiledModel's call re-parses its pytree specs every call)
+    return lambda inputs: runner.boxed_run(inputs)[0]
 
-    return step
+
+def with_weights(run: Callable[[list[torch.Tensor]], torch.Tensor], model: torch.nn.Module) -> Callable:
+    """A loaded package (run) as a decode step (model, token, cache) -> logits for this model, whose weights
+    are listed once here rather than at every token (walking the model's parameters costs ~70 µs, several
+    percent of a compiled token). The model it is called with must be this one."""
+    weights = [parameter for _, parameter in model.named_parameters()]
+    return lambda model, token, cache: run([token, cache.pos, *cache.k, *cache.v, *weights])
 
 
 def can_write_in(folder: Path) -> bool:
@@ -116,32 +120,30 @@ _loaded: dict[str, Callable] = {}  # step_key -> the package loaded in this proc
 
 
 def compiled_step(step: Callable, model: torch.nn.Module, batch_size: int = 1) -> Callable:
-    """step (generate's decode_step) compiled for this model and batch size: loaded from the package an
-    earlier run built (compiled_before), else built now (build_package) and kept for later runs. A package
-    that cannot be loaded (damaged, say) is built again; where the cache folder cannot be written, the
-    package is built in a temporary folder and a line says the next run will build it again."""
+    """step (generate's decode_step) compiled for this model and batch size, as a step for this model
+    (with_weights): loaded from the package an earlier run built (compiled_before), else built now
+    (build_package) and kept for later runs. A package that cannot be loaded (damaged, say) is built again;
+    where the cache folder cannot be written, the package is built in a temporary folder and a line says the
+    next run will build it again."""
     key = step_key(model, batch_size)
     path = package_path(key)
-    if key in _loaded:
-        return _loaded[key]
-    if path.exists():
+    if key not in _loaded and path.exists():
         try:
             _loaded[key] = load_package(path)
-            return _loaded[key]
         except RuntimeError as error:
             print(f"the compiled decode step in {path} cannot be loaded ({str(error).strip()}): compiling it again",
                   file=sys.stderr)
             path.unlink(missing_ok=True)
-    if not can_write_in(path.parent):
+    if key not in _loaded and not can_write_in(path.parent):
         print(f"cannot keep the compiled decode step in {path.parent}: the next run will compile it again",
               file=sys.stderr)
         with tempfile.TemporaryDirectory() as folder:
             build_package(step, model, batch_size, Path(folder) / path.name)
             _loaded[key] = load_package(Path(folder) / path.name)  # the loader has read the file by now
-        return _loaded[key]
-    build_package(step, model, batch_size, path)
-    _loaded[key] = load_package(path)
-    return _loaded[key]
+    if key not in _loaded:
+        build_package(step, model, batch_size, path)
+        _loaded[key] = load_package(path)
+    return with_weights(_loaded[key], model)
 
 
 def forget_loaded_steps() -> None:

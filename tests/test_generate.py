@@ -495,27 +495,32 @@ def test_the_compiled_step_is_kept_in_the_cache_dir_built_again_if_damaged_and_s
     monkeypatch.setattr(compiling, "build_package", build)
 
     def loader(path):  # stands in for torch's loader, which refuses a file that is not a package
-        if path.read_bytes() != b"a package":
+        loaded = path.read_bytes()
+        if loaded != b"a package":
             raise RuntimeError("not a package")
-        return path.read_bytes()
+        return lambda inputs: loaded  # the step answers with the file it loaded
+
+    def compiled(model):  # the compiled step's answer to one token
+        return compiled_step(generate.decode_step, model)(model, torch.zeros((1, 1), dtype=torch.long),
+                                                           model.new_kv_cache())
 
     monkeypatch.setattr(compiling, "load_package", loader)
     forget_loaded_steps()
     model, cache = tiny_model("modern", n_embd=16), tmp_path / "tinygpt" / "compiled"
-    assert compile_for_generation(lambda: compiled_step(generate.decode_step, model) and 1.0, False, False)
+    assert compile_for_generation(lambda: compiled(model) and 1.0, False, False)
     key = step_key(model)
     assert built == [(cache / "decode-steps" / f"{key}.pt2", str(cache))]  # torch's own cache there too
     assert compiled_before(key) and "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # set while compiling only
     forget_loaded_steps()
-    assert compiled_step(generate.decode_step, model) == b"a package" and len(built) == 1  # loaded
+    assert compiled(model) == b"a package" and len(built) == 1  # loaded
     (cache / "decode-steps" / f"{key}.pt2").write_bytes(b"half a package")  # damaged: compiled again, and said
     forget_loaded_steps()
-    assert compiled_step(generate.decode_step, model) == b"a package" and len(built) == 2
+    assert compiled(model) == b"a package" and len(built) == 2
     assert "cannot be loaded (not a package): compiling it again" in capsys.readouterr().err
     shutil.rmtree(cache / "decode-steps")
     (cache / "decode-steps").write_text("a file where the folder should be")  # the folder cannot be made
     forget_loaded_steps()
-    assert compiled_step(generate.decode_step, model) == b"a package" and len(built) == 3  # compiled all the same
+    assert compiled(model) == b"a package" and len(built) == 3  # compiled all the same
     assert "the next run will compile it again" in capsys.readouterr().err  # and said
     assert not compiled_before(key)
     forget_loaded_steps()
