@@ -48,7 +48,7 @@ from machinery.device import (
     pick_dtype,
 )
 from machinery.optim import MuonAdamW
-from machinery.progress import Clock, MetricsFile, Progress, format_seconds, write_loss_plot
+from machinery.progress import Clock, MetricsFile, Progress, format_seconds, import_plotting, write_loss_plot
 from model import GPT
 from tokenizer import bits_per_char
 
@@ -116,8 +116,8 @@ def estimate_loss(model: GPT, val_tokens: torch.Tensor, starts: list[int], block
     """Mean cross-entropy per token over the fixed validation windows (shared out across processes)."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # summed nats, scored tokens
-    batch_size = max(batch_size, 64) if device.type != "cpu" else batch_size
-    for x, y in data.eval_batches(val_tokens, starts[rank::world], block_size, batch_size, device):
+    for x, y in data.eval_batches(val_tokens, starts[rank::world], block_size, eval_batch_size(batch_size, device),
+                                  device):
         with autocast(device, dtype):
             logits, _ = model(x)
         losses = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
@@ -126,6 +126,23 @@ def estimate_loss(model: GPT, val_tokens: torch.Tensor, starts: list[int], block
     distributed.sum_across(total, world)
     model.train()
     return (total[0] / total[1]).item()
+
+
+def eval_batch_size(batch_size: int, device: torch.device) -> int:
+    """Windows per evaluation batch: the training batch, at least 64 on a GPU (no gradients to hold)."""
+    return max(batch_size, 64) if device.type != "cpu" else batch_size
+
+
+def warm_eval_seconds_per_window(run: Run) -> float:
+    """What evaluating one val window costs once the model's first calls are over: one batch, timed the second
+    time. A process's first evaluation runs cold (30x the warm cost per window measured after a cold start),
+    and a timed run that planned its end from it could stop after its first step."""
+    s, corpus = run.settings, run.corpus
+    starts = corpus.val_starts[:eval_batch_size(s.batch_size, run.device)]
+    for _ in range(2):
+        started = time.time()
+        estimate_loss(run.raw_model, corpus.val_tokens, starts, s.block_size, s.batch_size, run.device, run.dtype)
+    return (time.time() - started) / len(starts)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -202,6 +219,8 @@ def set_up(argv: list[str] | None, processes: distributed.Processes, out_dir_loc
     metrics = MetricsFile(out_dir / "metrics.jsonl", enabled=processes.is_main)
     metrics.start(state.step if saved else None)  # a resumed run drops the evaluations after its step
     horizon = Horizon(s.max_iters, s.eval_interval, s.time_budget, state.budget_spent_s, processes.world, device)
+    if horizon.timed and processes.is_main:
+        import_plotting()
     return Run(s, processes, device, dtype, corpus, raw_model, model, optimizer, grad_scaler(device, dtype),
                batch_generator, state, saved is not None, metrics, guards.Log(processes.is_main), horizon)
 
@@ -301,7 +320,11 @@ def evaluate(run: Run, clock: Clock) -> None:
     eval_started = time.time()
     val_loss = estimate_loss(run.raw_model, corpus.val_tokens, corpus.val_starts, s.block_size, s.batch_size,
                              run.device, run.dtype, run.processes.rank, world)
-    run.horizon.note_eval(time.time() - eval_started, math.ceil(len(corpus.val_starts) / world))
+    windows = math.ceil(len(corpus.val_starts) / world)
+    seconds_per_window = (time.time() - eval_started) / windows
+    if run.horizon.timed and not run.horizon.eval_s_per_window:  # this process's first evaluation: it ran cold
+        seconds_per_window = warm_eval_seconds_per_window(run)
+    run.horizon.note_eval(seconds_per_window, windows)
     if run.horizon.timed and not run.horizon.decode_s_per_token and s.sample_tokens:  # what the sample will cost
         run.horizon.note_decoding(time_decoding(run.raw_model, run.device), s.sample_tokens,
                                   len(data.eval_windows(len(corpus.val_tokens), s.block_size)))

@@ -151,9 +151,9 @@ class Horizon:
 
     # What the end of a timed run costs, measured as it goes (each is a mean over processes in update()).
 
-    def note_eval(self, seconds: float, windows: int) -> None:
-        """An evaluation took seconds over windows (on this process): the latest one's cost per window."""
-        self.eval_s_per_window, self.eval_windows = seconds / max(1, windows), windows
+    def note_eval(self, seconds_per_window: float, windows: int) -> None:
+        """An evaluation of windows (on this process) cost seconds_per_window: the latest one's cost counts."""
+        self.eval_s_per_window, self.eval_windows = seconds_per_window, windows
 
     def note_save(self, seconds: float) -> None:
         self.save_s = max(self.save_s, seconds)

@@ -62,7 +62,7 @@ def run_schedule(budget: float, step_seconds, startup: float = 5.0, spent_before
     the step it stopped at and the time spent then."""
     clock = FakeClock(startup)
     horizon = Horizon(None, None, budget, spent_before, age=clock)
-    horizon.note_eval(0.2, 10)
+    horizon.note_eval(0.02, 10)
     horizon.note_save(0.1)
     lr, min_lr, warmup = 1e-2, 1e-3, 20
     lrs, evaluations, step, started = [], [], 0, clock.now
@@ -177,6 +177,28 @@ def test_a_twenty_second_run_ends_within_its_budget_with_a_loadable_best_checkpo
     evaluations = [r for r in records(out) if "val_loss" in r]
     assert len(evaluations) >= 5 and evaluations[-1]["val_loss"] < evaluations[0]["val_loss"]
     assert last["best_val_loss_whole_split"] < 3.0  # it learned: a uniform guess is ln(65) = 4.17
+
+
+@pytest.mark.slow
+def test_a_slow_first_evaluation_does_not_end_a_timed_run_after_its_first_step(tmp_path, corpus_path, monkeypatch):
+    """A process's first evaluation runs cold (its first calls, a cold disk: 30x the warm cost per window was
+    measured). Planned from that, the whole-split evaluation at the end looked minutes long and the run stopped
+    after one step; the plan must come from a warm timing."""
+    started = time.monotonic()  # the run's own clock, not pytest's age
+    monkeypatch.setattr(train, "Horizon", lambda *args: Horizon(*args, age=lambda: time.monotonic() - started))
+    real_estimate, calls = train.estimate_loss, []
+
+    def first_one_slow(*args, **kwargs):
+        if not calls:
+            time.sleep(0.5)  # 60 ms a window for the first evaluation's 8: 4 minutes for the whole split
+        calls.append(1)
+        return real_estimate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "estimate_loss", first_one_slow)
+    monkeypatch.setenv("TINYGPT_DATA", str(corpus_path))
+    summary = train.main([*TINY, "--time-budget", "15s", "--out-dir", str(tmp_path / "run")])
+    assert summary["steps"] > 100, f"the run stopped after {summary['steps']} steps"
+    assert summary["best_val_loss_whole_split"] is not None
 
 
 @pytest.mark.slow
