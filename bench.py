@@ -5,12 +5,13 @@ git commit), to a JSON file: out/bench/bench_NAME.json, which git ignores, so tr
 nothing in the repository. --update-results writes experiments/results/bench_NAME.json instead, the
 committed file the docs are built from, so any number quoted in the docs can be traced to a run. They
 measure the project's own code: train.py's train_step with a recipe's settings, and generate.py's
-generate_tokens.
+generate_tokens; `peer` sets it beside nanoGPT's model, read from a checkout the user gives.
 
     uv run bench.py train      # training tokens/s of the 10M presets, against the machine's matmul ceiling (and MFU)
     uv run bench.py generate   # tokens/s without the KV cache, with it and compiled, against the weight-read limit
     uv run bench.py generate --preset modern --new-tokens 200 --repeats 5 --device cpu --threads 1
     uv run bench.py profile --optimizer adamw         # where a vanilla training step's time goes
+    uv run bench.py peer --nanogpt ../nanoGPT --optimizer adamw   # against nanoGPT's model, from a checkout of it
 
 Each benchmark is one function bench_NAME(args) -> results dict (with a "table"), and one subparser in
 build_parser() that takes the common flags and names the function.
@@ -292,6 +293,106 @@ def bench_train(args: argparse.Namespace) -> dict:
     return {"benchmark": "train", **info, "settings": measured_with, "results": measurements, "table": table}
 
 
+def load_nanogpt(checkout: Path):
+    """nanoGPT's model.py from a checkout of github.com/karpathy/nanoGPT (not part of this project: the peer
+    the speed goals are set against), imported as the module nanogpt_model; ValueError if it is not there."""
+    import importlib.util
+
+    path = checkout / "model.py"
+    if not path.is_file():
+        raise ValueError(f"no model.py in {checkout}: --nanogpt takes a checkout of github.com/karpathy/nanoGPT")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nanogpt_model"] = module  # as an import would (its dataclasses look themselves up there)
+    spec.loader.exec_module(module)
+    return module
+
+
+def nanogpt_step(nanogpt, config: GPTConfig, settings: Settings, batch_size: int,
+                 device: torch.device) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """nanoGPT's model at config's size and dropout, and its training step as its train.py takes it on a CPU:
+    float32 (no autocast there), its own AdamW (configure_optimizers), the gradient clipped at 1.0, on one fixed
+    batch of random tokens. Returns the model and the step."""
+    import contextlib
+    import io
+
+    torch.manual_seed(0)
+    model = nanogpt.GPT(nanogpt.GPTConfig(block_size=config.block_size, vocab_size=config.vocab_size,
+                                          n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                                          dropout=config.dropout, bias=config.bias)).to(device)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter groups
+        optimizer = model.configure_optimizers(settings.weight_decay, settings.lr, (0.9, settings.beta2), device.type)
+    x, y = (torch.randint(config.vocab_size, (batch_size, config.block_size), device=device) for _ in range(2))
+
+    def step() -> None:
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return model, step
+
+
+def bench_peer(args: argparse.Namespace) -> dict:
+    """Training tokens/s of one preset (train.py's train_step, the device's recipe and precision) against
+    nanoGPT's model of the same size and dropout in float32, in interleaved rounds on the same batch size:
+    the medians, their ratio, and each side's fraction of the matmul ceiling."""
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    settings = train_settings(device, optimizer=args.optimizer)
+    batch_size = args.batch_size or settings.batch_size
+    info = run_info(device, dtype, args.command)
+    nanogpt = load_nanogpt(args.nanogpt)
+    config = GPTConfig.from_preset(args.preset)
+    ours_model, ours = training_step(config, settings, batch_size, device, dtype)
+    peer_model, peer = nanogpt_step(nanogpt, config, settings, batch_size, device)
+    sides = {"tinygpt": (ours, ours_model.num_params(), info["dtype"]),
+             "nanoGPT": (peer, sum(p.numel() for p in peer_model.parameters()), "float32")}
+    matmul_rate = matmul_flops_per_s(device, dtype)
+    say(f"a 2048^3 matrix product in {info['dtype']}: {matmul_rate / 1e9:,.0f} GFLOP/s")
+    say(f"{info['device']}: {args.preset} (dropout {config.dropout:g}) against nanoGPT's model of its size, batch "
+        f"{batch_size} x {config.block_size}, {args.rounds} interleaved rounds of {args.steps} steps")
+    speeds = {name: [] for name in sides}
+    for step, _, _ in sides.values():
+        for _ in range(args.warmup_steps):
+            step()
+    tokens = args.steps * batch_size * config.block_size
+    for round_number in range(args.rounds):
+        for name, (step, _, _) in sides.items():
+            synchronize(device)
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            synchronize(device)
+            speeds[name].append(tokens / (time.perf_counter() - started))
+        say(f"round {round_number + 1}: " + ", ".join(f"{name} {speeds[name][-1]:,.0f}" for name in sides)
+            + " tokens/s")
+    rows, measurements = [], []
+    for name, (_, params, precision) in sides.items():
+        median = statistics.median(speeds[name])
+        ceiling = matmul_rate / flops_per_token(config, params)
+        measurements.append({"model": name, "params": params, "precision": precision,
+                             "tokens_per_s": round(median, 1), "runs": [round(v, 1) for v in speeds[name]],
+                             "matmul_ceiling_tokens_per_s": round(ceiling, 1),
+                             "fraction_of_ceiling": round(median / ceiling, 3)})
+        rows.append([name, f"{params / 1e6:.2f}M", precision, f"{median:,.0f}",
+                     f"{min(speeds[name]):,.0f}-{max(speeds[name]):,.0f}", f"{median / ceiling:.0%}"])
+    ratios = [ours_speed / peer_speed for ours_speed, peer_speed in zip(speeds["tinygpt"], speeds["nanoGPT"],
+                                                                         strict=True)]
+    ratio = statistics.median(ratios)
+    say(f"tinygpt trains {ratio:.2f}x as fast as nanoGPT's model (median of the rounds' ratios; "
+        f"{min(ratios):.2f}-{max(ratios):.2f})")
+    table = "\n".join(markdown_table(["model", "params", "precision", "train tok/s (median)", "range",
+                                      f"of the {info['dtype']} matmul ceiling"], rows))
+    table += f"\n\ntinygpt / nanoGPT: {ratio:.2f}x (the median of {args.rounds} rounds' ratios)"
+    measured_with = {"preset": args.preset, "recipe": settings.recipe, "optimizer": settings.optimizer,
+                     "batch_size": batch_size, "block_size": config.block_size, "dropout": config.dropout,
+                     "steps": args.steps, "rounds": args.rounds, "matmul_flops_per_s": round(matmul_rate)}
+    return {"benchmark": "peer", **info, "settings": measured_with, "results": measurements,
+            "ratio": round(ratio, 3), "ratios": [round(r, 3) for r in ratios], "table": table}
+
+
 def bench_profile(args: argparse.Namespace) -> dict:
     """Where a training step's time goes: PyTorch's profiler over a few of train_step's steps (as bench_train
     runs them) for one preset, the operations that took the most time, as shares of the whole."""
@@ -389,6 +490,21 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--steps", type=positive_int, default=5, help="profiled steps (default: 5)")
     profile.add_argument("--top", type=positive_int, default=12, help="operations listed (default: 12)")
     profile.set_defaults(run=bench_profile)
+
+    peer = subparsers.add_parser(
+        "peer", parents=[common], help="training tokens/s against nanoGPT's model, from a checkout of it",
+        description="Training tokens/s of one preset (train.py's step, the device's recipe and precision) and of "
+                    "nanoGPT's model of the same size and dropout in float32 (as its train.py runs on a CPU), "
+                    "in interleaved rounds: the medians, their ratio and each one's fraction of the matmul ceiling.")
+    peer.add_argument("--nanogpt", type=Path, required=True, metavar="DIR",
+                      help="a checkout of github.com/karpathy/nanoGPT (its model.py is used)")
+    peer.add_argument("--preset", choices=list(PRESETS), default="vanilla", help="model preset (default: vanilla)")
+    peer.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw or muon (default: the recipe's)")
+    peer.add_argument("--batch-size", type=positive_int, help="sequences per step (default: the recipe's)")
+    peer.add_argument("--steps", type=positive_int, default=5, help="timed steps per round (default: 5)")
+    peer.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (default: 5)")
+    peer.add_argument("--warmup-steps", type=positive_int, default=3, help="untimed steps first (default: 3)")
+    peer.set_defaults(run=bench_peer)
 
     generate = subparsers.add_parser(
         "generate", parents=[common], help="tokens/s of generation: no cache, KV cache, compiled decode step",

@@ -59,3 +59,78 @@ def test_the_profile_lists_the_operations_that_took_most_of_a_training_step(tmp_
     top = json.loads(out.read_text())["results"]
     assert len(top) == 4 and 0 < sum(entry["share"] for entry in top) <= 1
     assert [entry["share"] for entry in top] == sorted((entry["share"] for entry in top), reverse=True)
+
+
+FAKE_NANOGPT = '''
+from dataclasses import dataclass
+import torch
+from torch import nn
+
+BUILT = []
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        BUILT.append(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+    def forward(self, idx, targets=None):
+        logits = self.lm_head(self.wte(idx))
+        return logits, nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        print("num decayed parameter tensors: ...")
+        optimizer = torch.optim.AdamW(self.parameters(), lr=learning_rate, betas=betas, weight_decay=weight_decay)
+        original = optimizer.step
+        def counted(*args, **kwargs):
+            BUILT.append("step")
+            return original(*args, **kwargs)
+        optimizer.step = counted
+        return optimizer
+'''
+
+
+def test_the_peer_benchmark_times_nanogpts_model_of_the_same_size_in_interleaved_rounds(tmp_path, capsys):
+    """bench.py peer reads nanoGPT's model.py from the checkout it is given (here a stand-in with its interface),
+    builds it at the preset's size and dropout, and times both steps round by round."""
+    (tmp_path / "nanoGPT").mkdir()
+    (tmp_path / "nanoGPT" / "model.py").write_text(FAKE_NANOGPT)
+    out = tmp_path / "peer.json"
+    assert bench.main(["peer", "--nanogpt", str(tmp_path / "nanoGPT"), "--preset", "small", "--steps", "2",
+                       "--rounds", "3", "--warmup-steps", "1", "--device", "cpu", "--dtype", "float32",
+                       "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "num decayed" not in printed  # nanoGPT's own prints are kept out of the table
+    written = json.loads(out.read_text())
+    import nanogpt_model  # the module bench.py loaded from the checkout
+
+    config = nanogpt_model.BUILT[0]
+    small = bench.GPTConfig.from_preset("small")
+    assert (config.n_layer, config.n_embd, config.block_size, config.dropout) == (
+        small.n_layer, small.n_embd, small.block_size, small.dropout)
+    assert nanogpt_model.BUILT.count("step") == 1 + 3 * 2  # its warm-up, then each round's steps
+    ours, peer = written["results"]
+    assert (ours["model"], peer["model"]) == ("tinygpt", "nanoGPT")
+    assert peer["params"] == small.vocab_size * small.n_embd * 2 and peer["precision"] == "float32"
+    assert len(ours["runs"]) == len(peer["runs"]) == 3
+    ratios = [a / b for a, b in zip(ours["runs"], peer["runs"], strict=True)]
+    assert written["ratio"] == pytest.approx(sorted(ratios)[1], abs=5e-4)  # the median round, as written
+
+
+def test_the_peer_benchmark_says_what_it_needs_when_the_checkout_has_no_model(tmp_path, capsys):
+    assert bench.main(["peer", "--nanogpt", str(tmp_path), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "github.com/karpathy/nanoGPT" in error
