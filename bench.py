@@ -337,7 +337,8 @@ def nanogpt_step(nanogpt, config: GPTConfig, settings: Settings, batch_size: int
 def bench_peer(args: argparse.Namespace) -> dict:
     """Training tokens/s of one preset (train.py's train_step, the device's recipe and precision) against
     nanoGPT's model of the same size and dropout in float32, in interleaved rounds on the same batch size:
-    the medians, their ratio, and each side's fraction of the matmul ceiling."""
+    the medians, their ratio, and each side's fraction of the matmul ceiling (the rate measured at the start of
+    each round, its median: one measurement at the start moved 2x on a shared machine)."""
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     settings = train_settings(device, optimizer=args.optimizer)
@@ -349,16 +350,15 @@ def bench_peer(args: argparse.Namespace) -> dict:
     peer_model, peer = nanogpt_step(nanogpt, config, settings, batch_size, device)
     sides = {"tinygpt": (ours, ours_model.num_params(), info["dtype"]),
              "nanoGPT": (peer, sum(p.numel() for p in peer_model.parameters()), "float32")}
-    matmul_rate = matmul_flops_per_s(device, dtype)
-    say(f"a 2048^3 matrix product in {info['dtype']}: {matmul_rate / 1e9:,.0f} GFLOP/s")
     say(f"{info['device']}: {args.preset} (dropout {config.dropout:g}) against nanoGPT's model of its size, batch "
         f"{batch_size} x {config.block_size}, {args.rounds} interleaved rounds of {args.steps} steps")
-    speeds = {name: [] for name in sides}
+    speeds, rates = {name: [] for name in sides}, []
     for step, _, _ in sides.values():
         for _ in range(args.warmup_steps):
             step()
     tokens = args.steps * batch_size * config.block_size
     for round_number in range(args.rounds):
+        rates.append(matmul_flops_per_s(device, dtype))  # the ceiling moves with the machine's state: each round's
         for name, (step, _, _) in sides.items():
             synchronize(device)
             started = time.perf_counter()
@@ -367,7 +367,8 @@ def bench_peer(args: argparse.Namespace) -> dict:
             synchronize(device)
             speeds[name].append(tokens / (time.perf_counter() - started))
         say(f"round {round_number + 1}: " + ", ".join(f"{name} {speeds[name][-1]:,.0f}" for name in sides)
-            + " tokens/s")
+            + f" tokens/s; a 2048^3 matrix product in {info['dtype']} {rates[-1] / 1e9:,.0f} GFLOP/s")
+    matmul_rate = statistics.median(rates)
     rows, measurements = [], []
     for name, (_, params, precision) in sides.items():
         median = statistics.median(speeds[name])
@@ -388,7 +389,8 @@ def bench_peer(args: argparse.Namespace) -> dict:
     table += f"\n\ntinygpt / nanoGPT: {ratio:.2f}x (the median of {args.rounds} rounds' ratios)"
     measured_with = {"preset": args.preset, "recipe": settings.recipe, "optimizer": settings.optimizer,
                      "batch_size": batch_size, "block_size": config.block_size, "dropout": config.dropout,
-                     "steps": args.steps, "rounds": args.rounds, "matmul_flops_per_s": round(matmul_rate)}
+                     "steps": args.steps, "rounds": args.rounds, "matmul_flops_per_s": round(matmul_rate),
+                     "matmul_flops_per_s_each_round": [round(rate) for rate in rates]}
     return {"benchmark": "peer", **info, "settings": measured_with, "results": measurements,
             "ratio": round(ratio, 3), "ratios": [round(r, 3) for r in ratios], "table": table}
 
