@@ -882,7 +882,7 @@ MARKED_DOCS = {
     "model.md": ("final_cuda", "final_mps", "final_cpu", "norm", "mlp", "pos", "modern"),
     "training.md": ("default_cpu", "default_cpu_bf16", "default_cpu_float32", "default_cuda", "default_mps",
                     "budget_cpu", "budget_cpu_slower", "budget_cuda",
-                    "bench_profile_cpu_bf16", "bench_train_cpu_bf16", "bench_train_cpu_bf16_attn_dropout0",
+                    "bench_profile_cpu_bf16", "bench_peer", "bench_train_cpu_bf16", "bench_train_cpu_bf16_attn_dropout0",
                     "bench_train_cpu_bf16_fused",
                     "bench_train_cpu_bf16_compile", "bench_train", "bench_train_compile"),
     "generation.md": ("bench_generate_cpu_bf16", "bench_generate_cpu_bf16_manual", "bench_generate_cpu_bf16_float32",
