@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 COMPILED_SOURCES = ("model.py", "generate.py", "machinery/compiling.py")
 # Where, inside the compile cache, the packages live: one STEP_KEY.pt2 per decode step built.
 PACKAGES = "decode-steps"
+# Packages kept: the most recently used (2.6 MB each for the modern preset). A new one is made for every model
+# shape, precision, batch size, thread count, torch version and edit of the code that is compiled.
+KEPT_PACKAGES = 20
 
 
 class StepOnModel(torch.nn.Module):
@@ -130,6 +133,8 @@ def compiled_step(step: Callable, model: torch.nn.Module, batch_size: int = 1) -
     if key not in _loaded and path.exists():
         try:
             _loaded[key] = load_package(path)
+            with contextlib.suppress(OSError):  # a read-only cache loses only the order of use
+                os.utime(path)  # its time is when it was last used: prune_packages keeps the recent ones
         except RuntimeError as error:
             print(f"the compiled decode step in {path} cannot be loaded ({str(error).strip()}): compiling it again",
                   file=sys.stderr)
@@ -143,7 +148,15 @@ def compiled_step(step: Callable, model: torch.nn.Module, batch_size: int = 1) -
     if key not in _loaded:
         build_package(step, model, batch_size, path)
         _loaded[key] = load_package(path)
+        prune_packages(path.parent)
     return with_weights(_loaded[key], model)
+
+
+def prune_packages(folder: Path, keep: int = KEPT_PACKAGES) -> None:
+    """Delete all but the keep most recently used packages in folder (each one's time is its last use)."""
+    packages = sorted(folder.glob("*.pt2"), key=lambda package: package.stat().st_mtime, reverse=True)
+    for package in packages[keep:]:
+        package.unlink(missing_ok=True)
 
 
 def forget_loaded_steps() -> None:

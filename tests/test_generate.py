@@ -526,6 +526,37 @@ def test_the_compiled_step_is_kept_in_the_cache_dir_built_again_if_damaged_and_s
     forget_loaded_steps()
 
 
+def test_the_cache_keeps_the_most_recently_used_compiled_steps(tmp_path, monkeypatch):
+    """Every model shape, precision, batch and edit of the code gets its own package: building one deletes all
+    but the KEPT_PACKAGES most recently used, and loading one counts as a use."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "tinygpt" / "compiled" / "decode-steps"
+    folder.mkdir(parents=True)
+    older = [folder / f"older-{n}.pt2" for n in range(compiling.KEPT_PACKAGES + 2)]
+    for age, package in enumerate(older):  # older-0 used last, a day apart
+        package.write_bytes(b"a package")
+        os.utime(package, (1e9 - age * 86400, 1e9 - age * 86400))
+    (folder / "notes.txt").write_text("not a package")
+
+    def build(step, model, batch_size, path):
+        path.write_bytes(b"a package")
+
+    monkeypatch.setattr(compiling, "build_package", build)
+    monkeypatch.setattr(compiling, "load_package", lambda path: lambda inputs: None)
+    forget_loaded_steps()
+    model = tiny_model("modern", n_embd=16)
+    compiling.compiled_step(generate.decode_step, model)  # built: the oldest three are deleted
+    newest = package_path(step_key(model))
+    kept = set(folder.glob("*.pt2"))
+    assert kept == {newest, *older[:compiling.KEPT_PACKAGES - 1]} and (folder / "notes.txt").exists()
+    os.utime(newest, (1e8, 1e8))  # as if last used long ago
+    forget_loaded_steps()
+    compiling.compiled_step(generate.decode_step, model)  # loaded: now the most recently used
+    assert newest.stat().st_mtime > older[0].stat().st_mtime
+    forget_loaded_steps()
+
+
 @pytest.mark.slow  # compiling takes seconds
 def test_after_one_run_with_compile_later_runs_load_the_compiled_step_by_default(checkpoint_dir, tmp_path,
                                                                                  monkeypatch, capsys):
