@@ -29,7 +29,6 @@ modeling_llama.py and modeling_gpt2.py for the naming that export.py maps to.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, fields
 
 import torch
@@ -152,11 +151,12 @@ class Dropout(nn.Module):
     Each element's draw is a uniform integer u in [0, 2^15), dropped when u < p * 2^15: p is rounded to a
     multiple of 2^-15 (0.2 becomes 0.200012; at most 1 - 2^-15), and the kept ones are scaled by that
     rate's 1/(1-p). PyTorch's CPU generator is one sequential stream that costs the same per number
-    whatever its width, so one int32 draw (31 random bits) serves two elements: its low 16 bits, read as
-    an int16, are uniform on [-2^15, 2^15) (dropped below -2^15 + 2 * p * 2^15, the same rate), its high
-    16 on [0, 2^15)."""
+    whatever its width, so one int32 draw (31 random bits) serves two elements: bits 0-14 and bits 16-30,
+    read as its two int16 halves once the others are cleared. The mask is made by int16 arithmetic, not as
+    a bool tensor, whose conversion to the activations' dtype is slow on a CPU (docs/model.md)."""
 
     LEVELS = 2**15  # the 15 random bits each element gets
+    BOTH_HALVES = 0x7FFF7FFF  # bits 0-14 and 16-30 of a draw: each int16 half uniform on [0, 2^15)
 
     def __init__(self, p: float):
         super().__init__()
@@ -165,20 +165,14 @@ class Dropout(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), not {p}")
         self.threshold = min(round(p * self.LEVELS), self.LEVELS - 1)  # u < threshold: dropped
         self.scale = self.LEVELS / (self.LEVELS - self.threshold)
-        # The thresholds of an int32's two int16 halves, in the order they lie in memory (lowest first where
-        # the processor is little-endian, as x86 and ARM are); stored as int32, which DDP can broadcast.
-        low, high = self.threshold * 2 - self.LEVELS, self.threshold
-        halves = [low, high] if sys.byteorder == "little" else [high, low]
-        self.register_buffer("half_thresholds", torch.tensor(halves, dtype=torch.int32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         n = x.numel()
         draws = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()  # [0, 2^31)
-        thresholds = self.half_thresholds.to(torch.int16)  # int16 like the halves: else they are copied to int32
-        keep = draws.view(torch.int16).view(-1, 2) >= thresholds  # (n/2, 2): two elements a draw
-        keep = keep.view(-1)[:n].view(x.shape)
+        u = draws.bitwise_and_(self.BOTH_HALVES).view(torch.int16)[:n].view(x.shape)  # two elements a draw
+        keep = (u - self.threshold).clamp_(-1, 0) + 1  # 1 where u >= threshold, 0 where dropped
         return x * (keep.to(x.dtype) * self.scale)
 
 
