@@ -204,19 +204,20 @@ def flops_per_token(config: GPTConfig, params: int) -> float:
 def time_steps(step: Callable[[], object], warmup_steps: int, steps: int, device: torch.device) -> tuple[float, float]:
     """(seconds of the first step, which includes torch.compile's work; seconds of `steps` timed steps, taken
     after warmup_steps untimed ones, the first included)."""
-    synchronize(device)
-    started = time.perf_counter()
-    step()
-    synchronize(device)
-    first_step = time.perf_counter() - started
+    first_step = seconds_of_steps(step, 1, device)
     for _ in range(warmup_steps - 1):
         step()
+    return first_step, seconds_of_steps(step, steps, device)
+
+
+def seconds_of_steps(step: Callable[[], object], steps: int, device: torch.device) -> float:
+    """Seconds of `steps` calls of step, the device's queued work included."""
     synchronize(device)  # GPU work is queued asynchronously: wait for it before reading the clock
     started = time.perf_counter()
     for _ in range(steps):
         step()
     synchronize(device)
-    return first_step, time.perf_counter() - started
+    return time.perf_counter() - started
 
 
 def train_settings(device: torch.device, recipe: str | None = None, optimizer: str | None = None) -> Settings:
@@ -360,12 +361,7 @@ def bench_peer(args: argparse.Namespace) -> dict:
     for round_number in range(args.rounds):
         rates.append(matmul_flops_per_s(device, dtype))  # the ceiling moves with the machine's state: each round's
         for name, (step, _, _) in sides.items():
-            synchronize(device)
-            started = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            synchronize(device)
-            speeds[name].append(tokens / (time.perf_counter() - started))
+            speeds[name].append(tokens / seconds_of_steps(step, args.steps, device))
         say(f"round {round_number + 1}: " + ", ".join(f"{name} {speeds[name][-1]:,.0f}" for name in sides)
             + f" tokens/s; a 2048^3 matrix product in {info['dtype']} {rates[-1] / 1e9:,.0f} GFLOP/s")
     matmul_rate = statistics.median(rates)

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 import data
 from generate import print_sample
 from machinery import checkpoint, distributed, guards, settings
-from machinery.budget import Horizon, format_budget, time_decoding
+from machinery.budget import Horizon, format_budget, seconds_once_warm, time_decoding
 from machinery.device import (
     autocast,
     check_fits_in_memory,
@@ -134,15 +134,12 @@ def eval_batch_size(batch_size: int, device: torch.device) -> int:
 
 
 def warm_eval_seconds_per_window(run: Run) -> float:
-    """What evaluating one val window costs once the model's first calls are over: one batch, timed the second
-    time. A process's first evaluation runs cold (30x the warm cost per window measured after a cold start),
-    and a timed run that planned its end from it could stop after its first step."""
+    """What evaluating one val window costs once the model's first calls are over (one batch, timed warm):
+    a timed run that planned its end from its cold first evaluation could stop after its first step."""
     s, corpus = run.settings, run.corpus
     starts = corpus.val_starts[:eval_batch_size(s.batch_size, run.device)]
-    for _ in range(2):
-        started = time.time()
-        estimate_loss(run.raw_model, corpus.val_tokens, starts, s.block_size, s.batch_size, run.device, run.dtype)
-    return (time.time() - started) / len(starts)
+    return seconds_once_warm(lambda: estimate_loss(run.raw_model, corpus.val_tokens, starts, s.block_size,
+                                                   s.batch_size, run.device, run.dtype)) / len(starts)
 
 
 # ----------------------------------------------------------------------------------------------------

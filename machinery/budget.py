@@ -170,6 +170,15 @@ class Horizon:
         return 1.25 * end + 2.0
 
 
+def seconds_once_warm(work: Callable[[], object]) -> float:
+    """Seconds that work() takes the second time it runs: the first pays for its first calls, which a fresh
+    process makes slowly (a first evaluation was measured at 30x the warm cost per window)."""
+    work()
+    started = time.time()
+    work()
+    return time.time() - started
+
+
 def time_decoding(model: torch.nn.Module, device: torch.device, tokens: int = 8) -> float:
     """Seconds per token of sampling from model at batch 1 with the KV cache (a few tokens, timed): what
     the sample at the end of a run will cost."""
@@ -179,10 +188,6 @@ def time_decoding(model: torch.nn.Module, device: torch.device, tokens: int = 8)
     model.eval()
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
-    for _ in range(2):  # the first pass warms up (its first calls are the slow ones); the second is timed
-        start = time.time()
-        for _ in generate_tokens(model, idx, tokens, generator=generator):
-            pass
-    seconds = (time.time() - start) / tokens
+    seconds = seconds_once_warm(lambda: list(generate_tokens(model, idx, tokens, generator=generator))) / tokens
     model.train(was_training)
     return seconds
